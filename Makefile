@@ -1,0 +1,64 @@
+# The book's two commands (see README.md):
+#   make html   build the website into _build/html
+#   make test   run every test: qlib's unit tests and doctests, strict nbval on
+#               every chapter, and the book build with warnings as errors
+# Both create .venv with the pinned environment on first use.
+
+PYTHON ?= python3.11
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+JB     := $(BIN)/jupyter-book
+export MPLBACKEND := Agg
+export PYDEVD_DISABLE_FILE_VALIDATION := 1
+
+.PHONY: html test unit unit-and-notebooks notebooks book-check bench execute lab lock clean
+
+$(STAMP): requirements/lock.txt pyproject.toml
+	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "the book is pinned for Python 3.11; run make PYTHON=/path/to/python3.11"'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements/lock.txt
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps -e .
+	touch $(STAMP)
+
+html: $(STAMP)
+	$(JB) build . --builder html
+	@echo "Open _build/html/index.html"
+
+# The book build runs first so that pytest's summary is the last line printed.
+test: book-check unit-and-notebooks
+
+book-check: $(STAMP)
+	$(JB) build . --builder html --all -W -n --keep-going
+
+unit-and-notebooks: $(STAMP)
+	$(BIN)/python -m pytest --doctest-modules qlib tests \
+	    --nbval --nbval-current-env --nbval-cell-timeout=600 chapters
+
+unit: $(STAMP)
+	$(BIN)/python -m pytest --doctest-modules qlib tests
+
+notebooks: $(STAMP)
+	$(BIN)/python -m pytest --nbval --nbval-current-env chapters
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/bench_core.py
+
+# Re-run every chapter top to bottom in a fresh kernel and store the outputs
+# (do this before committing a notebook; nbval then proves the outputs current).
+execute: $(STAMP)
+	$(BIN)/python tools/execute_notebooks.py chapters/*.ipynb
+
+lab: $(STAMP)
+	$(BIN)/python -m pip install --quiet -r requirements/lab.txt -c requirements/lock.txt
+	$(BIN)/jupyter lab chapters
+
+lock:
+	rm -rf /tmp/qbook-lock && $(PYTHON) -m venv /tmp/qbook-lock
+	/tmp/qbook-lock/bin/pip install --quiet -r requirements/book.in -r requirements/test.in
+	{ echo "# Pinned environment for the book and its tests (Python 3.11)."; \
+	  echo "# Regenerate with: make lock   (from requirements/book.in and requirements/test.in)"; \
+	  /tmp/qbook-lock/bin/pip freeze --exclude-editable; } > requirements/lock.txt
+
+clean:
+	rm -rf _build .pytest_cache .hypothesis

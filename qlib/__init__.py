@@ -1,0 +1,33 @@
+"""qlib: the numpy library of the executable textbook on model compression and quantization.
+
+One module per method:
+
+- :mod:`qlib.integer`, :mod:`qlib.subinteger`, :mod:`qlib.mixed`: the three
+  methods of the article the book is built on (standardize, round, map back);
+- :mod:`qlib.uniform`, :mod:`qlib.calibration`: the uniform affine quantizer
+  that practitioners deploy (ONNX ``QuantizeLinear`` semantics) and the choice
+  of its scale and zero point;
+- :mod:`qlib.intops`: integer-only arithmetic (exact int8 matmul, fixed-point
+  requantization as in TensorFlow Lite's reference kernels);
+- :mod:`qlib.packing`: sub-byte bit packing;
+- :mod:`qlib.metrics`: error and size measures.
+
+The import name is ``qlib``; the distribution is ``quantbook-qlib`` (PyPI's
+``qlib`` and ``pyqlib`` are unrelated projects that also import as ``qlib``).
+Notebooks check :data:`BOOK_ID` to be sure they imported this package.
+"""
+
+from ._grid import *  # noqa: F401,F403
+from .integer import *  # noqa: F401,F403
+from .subinteger import *  # noqa: F401,F403
+from .mixed import *  # noqa: F401,F403
+from .uniform import *  # noqa: F401,F403
+from .calibration import *  # noqa: F401,F403
+from .intops import *  # noqa: F401,F403
+from .packing import *  # noqa: F401,F403
+from .metrics import *  # noqa: F401,F403
+
+__version__ = "0.1.0"
+
+#: Identifies this package among the several on PyPI that import as ``qlib``.
+BOOK_ID = "quantbook"
