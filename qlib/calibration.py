@@ -1,6 +1,6 @@
 r"""Calibration: choosing the scale and zero point of the uniform quantizer.
 
-:func:`calibrate` looks at a sample tensor ``x`` and returns ``(scale,
+:func:`qlib.calibrate` looks at a sample tensor ``x`` and returns ``(scale,
 zero_point)`` for :func:`qlib.quantize` with the same ``axis`` and
 ``group_size``. It first picks a real *clipping range* :math:`[\alpha, \beta]`
 for each tensor, channel or group, then maps it onto the integer grid

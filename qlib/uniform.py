@@ -27,6 +27,10 @@ A real number :math:`x` is stored as an integer code :math:`q` on a grid of
   end of the grid instead of wrapping around.
 - :math:`z` is added **after** rounding; ``round(x/s + z)`` would differ on
   ties when :math:`z` is odd.
+- ``x`` must be a finite floating-point array (integer input is a
+  ``TypeError``: convert it first). float16 is computed in float32.
+  ``bits=1`` is refused: a signed 1-bit grid would be :math:`\{-1, 0\}`, not
+  sign quantization.
 
 Three granularities share these formulas and differ only in which elements
 share one :math:`(s, z)` pair:
@@ -46,13 +50,15 @@ per-group, or block (``axis=k, group_size=g``)
 
 In every granularity a 0-d ``scale`` or ``zero_point`` is shared by all
 elements (ONNX: "a scalar ``y_scale`` means per-tensor, ``axis`` is then
-ignored"), so ``zero_point=0`` works everywhere. :func:`qlib.calibrate`
-chooses ``scale`` and ``zero_point`` in the shapes these functions expect.
+ignored"), so ``zero_point=0`` works everywhere. ``group_size`` without
+``axis`` is an error (there is no default axis to group along).
+:func:`qlib.calibrate` chooses ``scale`` and ``zero_point`` in the shapes
+these functions expect.
 
-The functions work block by block (:data:`_BLOCK` elements at a time, in the
+The functions work block by block (256 Ki elements at a time, in the
 processor's cache) and write into the output directly, so quantizing needs no
-memory beyond its result and one block, and takes about the time of one
-``np.copy`` of ``x``.
+memory beyond its result and a few blocks (a non-contiguous ``x`` is first
+copied), and takes little more than the time of one ``np.copy`` of ``x``.
 """
 
 from __future__ import annotations

@@ -107,6 +107,47 @@ def test_negative_zero_point_and_unsigned_zero_point():
     )
 
 
+@pytest.mark.parametrize("bits, signed, dtype", GRID_DTYPES)
+@pytest.mark.parametrize("where", ["min", "min+1", "mid", "max-1", "max"])
+@pytest.mark.parametrize("xdtype", [np.float32, np.float64])
+def test_zero_points_across_the_grid(bits, signed, dtype, where, xdtype):
+    """Odd and even zero points at both ends of every grid, with ties and saturation."""
+    lo, hi = grid(bits, signed)
+    z = {"min": lo, "min+1": lo + 1, "mid": (lo + hi) // 2, "max-1": hi - 1, "max": hi}[where]
+    s = 0.5
+    k = np.array([lo - z, hi - z, lo - z - 1, hi - z + 1, lo - z - 0.5, hi - z + 0.5,
+                  -0.5, 0.5, 1.5, -1.5, 2.5, -2.5, 0.0, 1e6, -1e6])
+    x = (k * s).astype(xdtype)
+    x = np.concatenate([x, np.array([1e30, -1e30, 3e38, -3e38], dtype=xdtype)])
+    q = quantize(x, s, z, bits=bits, signed=signed)
+    assert q.dtype == dtype
+    np.testing.assert_array_equal(q, reference(x, s, z, bits, signed))
+    f = fake_quantize(x, s, z, bits=bits, signed=signed)
+    np.testing.assert_array_equal(f, (q.astype(np.float64) - z).astype(xdtype) * xdtype(s))
+
+
+def test_ties_with_odd_and_even_zero_points_per_channel():
+    t = np.array([0.5, 1.5, 2.5, -0.5, -1.5, -2.5, 3.5], dtype=np.float32)
+    x = np.tile(t, (4, 1))
+    z = np.array([1, 2, -3, 0], dtype=np.int8)
+    expected = np.rint(t)[None, :] + z[:, None]
+    np.testing.assert_array_equal(quantize(x, np.ones(4), z, axis=0), expected)
+    np.testing.assert_array_equal(quantize(x.T, np.ones(4), z, axis=1), expected.T)
+
+
+def test_float64_huge_quotients_saturate():
+    x = np.array([1e300, -1e300, 1e-300, 0.0, 1.4e-300, 1.5e-300])
+    np.testing.assert_array_equal(quantize(x, 1e-300), [127, -128, 1, 0, 1, 2])
+    np.testing.assert_array_equal(quantize(x, 1e-300, 1), [127, -128, 2, 1, 2, 3])
+
+
+def test_longdouble_input_divides_in_longdouble():
+    x = np.array([0.5, 1.5, 2.5, -300.0, 3.35], dtype=np.longdouble)
+    q = quantize(x, 0.1, 3)
+    np.testing.assert_array_equal(q, reference(x, 0.1, 3))
+    assert fake_quantize(x, 0.1).dtype == np.longdouble
+
+
 def test_zero_point_array_dtypes_accepted():
     x = np.array([[0.0, 1.0], [0.0, 1.0]], dtype=np.float32)
     for zdt in (np.int8, np.int16, np.int64, np.uint8):
@@ -515,3 +556,40 @@ def test_per_channel_monotonic_along_other_axes(x, data):
     q = quantize(xs, s, axis=axis).astype(np.int64)
     if x.ndim > 1:
         assert np.all(np.diff(q, axis=other) >= 0)
+
+
+@settings(derandomize=True, max_examples=150, deadline=None)
+@given(
+    quantizer(),
+    st.sampled_from([np.float32, np.float64]),
+    st.data(),
+)
+def test_matches_onnx_formula(qz, dtype, data):
+    """Bit-exact with clip(rint(x / s) + z) evaluated naively in x's precision,
+    including half-way points k + 0.5 (times the scale)."""
+    bits, signed, z, s = qz
+    width = 32 if dtype == np.float32 else 64
+    x = data.draw(hnp.arrays(dtype, st.integers(1, 40), elements=st.floats(-(2.0**100), 2.0**100, width=width)))
+    halves = (np.arange(-40, 40) + 0.5) * float(np.asarray(s, dtype=dtype))
+    x = np.concatenate([x, halves.astype(dtype)])
+    q = quantize(x, s, z, bits=bits, signed=signed)
+    np.testing.assert_array_equal(q, reference(x, s, z, bits, signed))
+
+
+@pytest.mark.parametrize("axis", [None, 0, 1])
+def test_quantize_memory_is_output_plus_bounded_blocks(axis):
+    """quantize works in blocks: beyond its output it allocates a bounded amount
+    (a few blocks of 2**18 values), the same for a 4x larger input."""
+    import tracemalloc
+
+    extras = []
+    for rows in (512, 2048):
+        x = np.random.default_rng(0).standard_normal((rows, 2048)).astype(np.float32)
+        scale, zp = qlib.calibrate(x, bits=8, axis=axis)
+        tracemalloc.start()
+        q = qlib.quantize(x, scale, zp, axis=axis)
+        _, peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+        extras.append(peak - q.nbytes)
+    assert max(extras) <= 4 * (1 << 18) * 8  # at most 4 blocks of float64-sized values (8 MiB)
+    assert extras[1] <= extras[0] * 1.1 + 65536  # does not grow with the input
