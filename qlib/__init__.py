@@ -10,7 +10,11 @@ One module per method:
 - :mod:`qlib.intops`: integer-only arithmetic (exact int8 matmul, fixed-point
   requantization as in TensorFlow Lite's reference kernels);
 - :mod:`qlib.packing`: sub-byte bit packing;
-- :mod:`qlib.metrics`: error and size measures.
+- :mod:`qlib.metrics`: error and size measures;
+- :mod:`qlib.rounding`: rounding modes (stochastic rounding);
+- :mod:`qlib.pruning`, :mod:`qlib.distillation`: the article's other compression methods;
+- :mod:`qlib.models`: a small numpy MLP and its training, the book's test bed;
+- :mod:`qlib.intinfer`: integer-only inference of that MLP.
 
 The import name is ``qlib``; the distribution is ``quantbook-qlib`` (PyPI's
 ``qlib`` and ``pyqlib`` are unrelated projects that also import as ``qlib``).
@@ -26,6 +30,11 @@ from .calibration import *  # noqa: F401,F403
 from .intops import *  # noqa: F401,F403
 from .packing import *  # noqa: F401,F403
 from .metrics import *  # noqa: F401,F403
+from .rounding import *  # noqa: F401,F403
+from .pruning import *  # noqa: F401,F403
+from .distillation import *  # noqa: F401,F403
+from .models import *  # noqa: F401,F403
+from .intinfer import *  # noqa: F401,F403
 
 __version__ = "0.1.0"
 

@@ -1,0 +1,45 @@
+"""Regenerate api.md from the modules of qlib and their __all__ (run after adding a public name).
+
+Usage: python tools/make_api_page.py
+tests/test_api_page.py fails when api.md misses a public name.
+"""
+
+import importlib
+import inspect
+from pathlib import Path
+
+GROUPS = [
+    ("The article's methods", ["integer", "subinteger", "mixed"]),
+    ("Uniform affine quantization and calibration", ["uniform", "calibration", "rounding"]),
+    ("Integer-only arithmetic and bit packing", ["intops", "packing", "intinfer"]),
+    ("Pruning, distillation and the test-bed model", ["pruning", "distillation", "models"]),
+    ("Error and size measures, integer grids", ["metrics", "_grid"]),
+]
+
+HEADER = """# qlib API reference
+
+The notebooks import `qlib`, the book's numpy library. Every public name is
+available as `qlib.<name>`; they are grouped below by the module that defines
+them (one module per method). Each docstring states the formula, the errors
+raised on bad input, and examples that the test suite runs as doctests.
+"""
+
+
+def page() -> str:
+    out = [HEADER]
+    for title, mods in GROUPS:
+        out += [f"## {title}", ""]
+        for m in mods:
+            mod = importlib.import_module(f"qlib.{m}")
+            if not mod.__all__:
+                continue
+            out += ["```{eval-rst}", f".. automodule:: qlib.{m}", "   :no-members:", "", ".. currentmodule:: qlib", ""]
+            for name in mod.__all__:
+                kind = "autoclass" if inspect.isclass(getattr(mod, name)) else "autofunction"
+                out += [f".. {kind}:: {name}"] + (["   :members:"] if kind == "autoclass" else []) + [""]
+            out += ["```", ""]
+    return "\n".join(out).rstrip() + "\n"
+
+
+if __name__ == "__main__":
+    Path(__file__).resolve().parents[1].joinpath("api.md").write_text(page(), encoding="utf-8")
