@@ -14,7 +14,8 @@ One module per method:
 - :mod:`qlib.rounding`: rounding modes (stochastic rounding);
 - :mod:`qlib.pruning`, :mod:`qlib.distillation`: the article's other compression methods;
 - :mod:`qlib.models`: a small numpy MLP and its training, the book's test bed;
-- :mod:`qlib.intinfer`: integer-only inference of that MLP.
+- :mod:`qlib.intinfer`: integer-only inference of that MLP;
+- :mod:`qlib.ptq`: post-training quantization of a whole model, every method of the book.
 
 The import name is ``qlib``; the distribution is ``quantbook-qlib`` (PyPI's
 ``qlib`` and ``pyqlib`` are unrelated projects that also import as ``qlib``).
@@ -35,6 +36,7 @@ from .pruning import *  # noqa: F401,F403
 from .distillation import *  # noqa: F401,F403
 from .models import *  # noqa: F401,F403
 from .intinfer import *  # noqa: F401,F403
+from .ptq import *  # noqa: F401,F403
 
 __version__ = "0.1.0"
 

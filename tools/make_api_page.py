@@ -12,7 +12,7 @@ GROUPS = [
     ("The article's methods", ["integer", "subinteger", "mixed"]),
     ("Uniform affine quantization and calibration", ["uniform", "calibration", "rounding"]),
     ("Integer-only arithmetic and bit packing", ["intops", "packing", "intinfer"]),
-    ("Pruning, distillation and the test-bed model", ["pruning", "distillation", "models"]),
+    ("Pruning, distillation, the test-bed model and whole-model quantization", ["pruning", "distillation", "models", "ptq"]),
     ("Error and size measures, integer grids", ["metrics", "_grid"]),
 ]
 
