@@ -8,7 +8,7 @@ A small *student* network is trained to match the *soft targets* of a large
 
 which reveal how the teacher ranks the wrong classes ("dark knowledge"),
 information that a one-hot label lacks. The loss mixes a soft and a hard term
-(:func:`distillation_loss`):
+(:func:`~qlib.distillation_loss`):
 
 .. math::
 
@@ -178,14 +178,14 @@ def softmax(logits, temperature=1.0, axis=-1) -> np.ndarray:
 
 
 def log_softmax(logits, temperature=1.0, axis=-1) -> np.ndarray:
-    r"""Logarithm of :func:`softmax`, computed stably without taking ``log(0)``.
+    r"""Logarithm of :func:`~qlib.softmax`, computed stably without taking ``log(0)``.
 
     .. math::
 
         \log \operatorname{softmax}(z/T)_i = \frac{z_i - m}{T}
             - \log \sum_j e^{(z_j - m)/T}, \qquad m = \max_j z_j.
 
-    Parameters and errors are those of :func:`softmax`.
+    Parameters and errors are those of :func:`~qlib.softmax`.
 
     Examples
     --------
@@ -333,7 +333,7 @@ def distillation_loss(
     Raises
     ------
     TypeError
-        If an argument has the wrong type (see :func:`cross_entropy`).
+        If an argument has the wrong type (see :func:`~qlib.cross_entropy`).
     ValueError
         If the logits are not 2-D, of different shapes, empty or not finite;
         ``temperature`` is not positive and finite; ``alpha`` is outside
@@ -366,7 +366,7 @@ def distillation_loss(
 def distillation_loss_grad(
     student_logits, teacher_logits, labels=None, *, temperature=4.0, alpha=0.9
 ) -> np.ndarray:
-    r"""Gradient of :func:`distillation_loss` with respect to ``student_logits``.
+    r"""Gradient of :func:`~qlib.distillation_loss` with respect to ``student_logits``.
 
     .. math::
 
@@ -381,7 +381,7 @@ def distillation_loss_grad(
     to 1) and the chain rule through :math:`z = s/T`.
 
     Parameters, errors
-        As :func:`distillation_loss`.
+        As :func:`~qlib.distillation_loss`.
 
     Returns
     -------

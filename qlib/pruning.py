@@ -19,7 +19,7 @@ Conventions shared by every function here:
   equal :math:`|w|`, the one with the lower flat (C-order) index is pruned
   first (a stable sort of :math:`|w|`). Hence a pruned weight never has a
   larger magnitude than a kept one.
-- :func:`gradual_sparsity` gives the sparsity target of the cubic schedule of
+- :func:`~qlib.gradual_sparsity` gives the sparsity target of the cubic schedule of
   Zhu & Gupta (2017, arXiv:1710.01878), which prunes fast at first, while
   there are many redundant weights, and slowly near the end.
 """
@@ -324,7 +324,7 @@ def prune_neurons(w_in, b_in, w_out, fraction, *, ord=2):
     .. math:: y = W_{\text{out}}\, \phi(W_{\text{in}} x + b_{\text{in}}),
 
     the :math:`r = \operatorname{round}(f \cdot h)` units with the smallest
-    :func:`neuron_norms` (ties: lower index removed first) are deleted: their
+    :func:`~qlib.neuron_norms` (ties: lower index removed first) are deleted: their
     rows of ``w_in`` and ``b_in`` and their columns of ``w_out``. The result is
     a smaller dense network that computes exactly what the original computes
     when the removed units' outputs are zero (for instance when
@@ -345,7 +345,7 @@ def prune_neurons(w_in, b_in, w_out, fraction, *, ord=2):
         Fraction of the :math:`h` units to remove, in [0, 1); at least one
         unit must remain.
     ord : float, default 2
-        Norm used to rank the units (see :func:`neuron_norms`).
+        Norm used to rank the units (see :func:`~qlib.neuron_norms`).
 
     Returns
     -------
