@@ -36,6 +36,7 @@ from .pruning import *  # noqa: F401,F403
 from .distillation import *  # noqa: F401,F403
 from .models import *  # noqa: F401,F403
 from .intinfer import *  # noqa: F401,F403
+from .ptq import *  # noqa: F401,F403
 
 __version__ = "0.1.0"
 
