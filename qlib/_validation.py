@@ -79,3 +79,17 @@ def check_axis(axis, ndim: int, name: str = "axis") -> int:
             f"{name} must be in [{-ndim}, {ndim - 1}] for an array of {ndim} dimension(s), got {ax}"
         )
     return ax % ndim
+
+
+def check_rng(rng, name: str = "rng") -> np.random.Generator:
+    """Return ``rng`` if it is a ``numpy.random.Generator``; ``TypeError`` otherwise.
+
+    qlib never draws from numpy's global state: every random function takes a
+    seeded generator, so that results are reproducible.
+    """
+    if not isinstance(rng, np.random.Generator):
+        raise TypeError(
+            f"{name} must be a numpy.random.Generator, e.g. np.random.default_rng(0), "
+            f"got {type(rng).__name__}"
+        )
+    return rng

@@ -42,7 +42,7 @@ from collections.abc import Callable, Mapping
 
 import numpy as np
 
-from ._validation import as_float_array, check_int
+from ._validation import as_float_array, check_int, check_rng
 from .calibration import calibrate
 from .uniform import fake_quantize
 
@@ -142,20 +142,6 @@ def load_digits_split(seed=0) -> dict[str, np.ndarray]:
         out[f"x_{name}"] = x[idx].copy()
         out[f"y_{name}"] = y[idx].copy()
     return {k: out[k] for k in ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test")}
-
-
-# ----------------------------------------------------------------------------
-# validation helpers
-# ----------------------------------------------------------------------------
-
-
-def _check_rng(rng) -> np.random.Generator:
-    if not isinstance(rng, np.random.Generator):
-        raise TypeError(
-            "rng must be a numpy.random.Generator, e.g. np.random.default_rng(0), "
-            f"got {type(rng).__name__}"
-        )
-    return rng
 
 
 def _check_real(value, name: str, *, lo=None, lo_open=False, hi=None) -> float:
@@ -351,7 +337,7 @@ class MLP:
         if len(sizes) < 2:
             raise ValueError(f"sizes must have at least two entries (inputs, outputs), got {list(sizes)}")
         sz = [check_int(s, f"sizes[{i}]", 1) for i, s in enumerate(sizes)]
-        _check_rng(rng)
+        check_rng(rng)
         dt = np.dtype(dtype)
         if dt not in (np.float32, np.float64):
             raise TypeError(f"dtype must be float32 or float64, got {dt}")
@@ -717,7 +703,7 @@ def train(
     n_classes = model.sizes[-1]
     ya = None if y is None else _check_labels(y, n, n_classes)
     n_epochs = check_int(epochs, "epochs", 1)
-    _check_rng(rng)
+    check_rng(rng)
     eta = _check_real(lr, "lr", lo=0.0, lo_open=True)
     bs = check_int(batch_size, "batch_size", 1)
     wd = _check_real(weight_decay, "weight_decay", lo=0.0)

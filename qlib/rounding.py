@@ -40,19 +40,12 @@ from __future__ import annotations
 import numpy as np
 
 from ._grid import smallest_int_dtype
-from ._validation import as_float_array
+from ._validation import as_float_array, check_rng
 from .uniform import _prepare
 
 __all__ = ["stochastic_round", "quantize_stochastic", "fake_quantize_stochastic"]
 
 
-def _check_rng(rng) -> np.random.Generator:
-    if not isinstance(rng, np.random.Generator):
-        raise TypeError(
-            "rng must be a numpy random Generator, e.g. np.random.default_rng(0), "
-            f"got {type(rng).__name__}"
-        )
-    return rng
 
 
 def _sr(v: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -113,14 +106,14 @@ def stochastic_round(x, rng):
     0.3
     """
     xa = as_float_array(x, "x")
-    _check_rng(rng)
+    check_rng(rng)
     out = _sr(xa, rng)
     return out[()] if out.ndim == 0 else out
 
 
 def _quantize_sr(x, scale, zero_point, bits, signed, rng):
     """Codes (as floats of the computation dtype), scale, zero point, grid."""
-    _check_rng(rng)
+    check_rng(rng)
     if np.ndim(scale) != 0 or np.ndim(zero_point) != 0:
         raise ValueError(
             "scale and zero_point must be scalars: stochastic rounding is per-tensor only "

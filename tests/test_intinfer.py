@@ -5,19 +5,12 @@ import pytest
 
 import qlib
 from qlib.intinfer import IntegerLinear, IntegerMLP
-from qlib.models import MLP, load_digits_split, train
+from qlib.models import MLP
 
 
 @pytest.fixture(scope="module")
-def digits():
-    return load_digits_split(seed=0)
-
-
-@pytest.fixture(scope="module")
-def model(digits):
-    m = MLP.init((64, 64, 10), np.random.default_rng(0))
-    train(m, digits["x_train"], digits["y_train"], epochs=20, rng=np.random.default_rng(1))
-    return m
+def model(trained):
+    return trained[0]  # `digits` and `trained`: tests/conftest.py
 
 
 @pytest.fixture(scope="module")

@@ -15,16 +15,7 @@ from qlib.models import (
 )
 
 
-@pytest.fixture(scope="module")
-def digits():
-    return load_digits_split(seed=0)
-
-
-@pytest.fixture(scope="module")
-def trained(digits):
-    model = MLP.init((64, 64, 10), np.random.default_rng(0))
-    hist = train(model, digits["x_train"], digits["y_train"], epochs=20, rng=np.random.default_rng(1))
-    return model, hist
+# fixtures `digits` and `trained` (model, history): tests/conftest.py
 
 
 # ---------------------------------------------------------------------------

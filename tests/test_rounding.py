@@ -94,7 +94,7 @@ def test_error_variance_is_f_times_one_minus_f():
 
 @pytest.mark.parametrize("rng", [None, 0, np.random.RandomState(0), "seed"])
 def test_rng_must_be_a_generator(rng):
-    with pytest.raises(TypeError, match="rng must be a numpy random Generator"):
+    with pytest.raises(TypeError, match="rng must be a numpy.random.Generator"):
         stochastic_round(np.array([0.5]), rng)
 
 
@@ -203,8 +203,8 @@ def test_large_input_with_nan_is_refused():
 @pytest.mark.parametrize(
     "kwargs, exc, match",
     [
-        (dict(rng=None), TypeError, "rng must be a numpy random Generator"),
-        (dict(rng=np.random.RandomState(0)), TypeError, "rng must be a numpy random Generator"),
+        (dict(rng=None), TypeError, "rng must be a numpy.random.Generator"),
+        (dict(rng=np.random.RandomState(0)), TypeError, "rng must be a numpy.random.Generator"),
         (dict(scale=np.array([0.1, 0.2])), ValueError, "per-tensor only"),
         (dict(zero_point=np.array([0, 1])), ValueError, "per-tensor only"),
         (dict(scale=-0.1), ValueError, "scale must be positive"),
