@@ -67,3 +67,17 @@ def test_toc_lists_the_six_parts_in_the_articles_order():
     assert positions == sorted(positions)
     for nb in NOTEBOOKS:
         assert nb.relative_to(ROOT).with_suffix("").as_posix() in toc, f"{nb.name} is not in _toc.yml"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_first_code_cell_refuses_another_package_named_qlib(path, monkeypatch):
+    """PyPI's qlib / pyqlib also import as `qlib`: the preamble must stop with a clear message."""
+    import sys
+    import types
+
+    impostor = types.ModuleType("qlib")
+    impostor.__file__ = "/site-packages/qlib/__init__.py"
+    monkeypatch.setitem(sys.modules, "qlib", impostor)
+    first = code_cells(nbformat.read(path, as_version=4))[0].source
+    with pytest.raises(ImportError, match="another 'qlib'"):
+        exec(compile(first, str(path), "exec"), {})
