@@ -5,7 +5,6 @@ import pytest
 
 import qlib
 from qlib.intinfer import IntegerLinear, IntegerMLP
-from qlib.models import MLP
 
 
 @pytest.fixture(scope="module")
