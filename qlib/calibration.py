@@ -67,7 +67,7 @@ import numbers
 import numpy as np
 
 from ._grid import integer_range, smallest_int_dtype
-from ._validation import as_float_array, check_int
+from ._validation import as_float_array, check_int, check_choice
 from .uniform import _check_bits, _check_bool, _compute_dtype, _layout, _Layout
 
 __all__ = ["calibrate"]
@@ -89,11 +89,7 @@ def _check_percentile(percentile) -> float:
 
 
 def _check_method(method) -> str:
-    if not isinstance(method, str):
-        raise TypeError(f"method must be a string, one of {_METHODS}, got {type(method).__name__}")
-    if method not in _METHODS:
-        raise ValueError(f"method must be one of {_METHODS}, got {method!r}")
-    return method
+    return check_choice(method, "method", _METHODS)
 
 
 def _row_parts(x: np.ndarray, layout: _Layout):

@@ -98,7 +98,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ._grid import integer_range
-from ._validation import as_float_array, check_int
+from ._validation import as_float_array, check_int, check_choice
 from .calibration import calibrate
 from .intops import int_matmul, quantize_multiplier, requantize
 from .metrics import size_bytes
@@ -113,11 +113,7 @@ _ROUNDINGS = ("fixed_point", "half_even")
 
 
 def _check_rounding(rounding) -> str:
-    if not isinstance(rounding, str):
-        raise TypeError(f"rounding must be a string, one of {_ROUNDINGS}, got {type(rounding).__name__}")
-    if rounding not in _ROUNDINGS:
-        raise ValueError(f"rounding must be one of {_ROUNDINGS}, got {rounding!r}")
-    return rounding
+    return check_choice(rounding, "rounding", _ROUNDINGS)
 
 
 def _srdhm_float64(x: np.ndarray, m0: np.ndarray) -> np.ndarray:
