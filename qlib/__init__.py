@@ -22,21 +22,10 @@ The import name is ``qlib``; the distribution is ``quantbook-qlib`` (PyPI's
 Notebooks check :data:`BOOK_ID` to be sure they imported this package.
 """
 
-from ._grid import *  # noqa: F401,F403
-from .integer import *  # noqa: F401,F403
-from .subinteger import *  # noqa: F401,F403
-from .mixed import *  # noqa: F401,F403
-from .uniform import *  # noqa: F401,F403
-from .calibration import *  # noqa: F401,F403
-from .intops import *  # noqa: F401,F403
-from .packing import *  # noqa: F401,F403
-from .metrics import *  # noqa: F401,F403
-from .rounding import *  # noqa: F401,F403
-from .pruning import *  # noqa: F401,F403
-from .distillation import *  # noqa: F401,F403
-from .models import *  # noqa: F401,F403
-from .intinfer import *  # noqa: F401,F403
-from .ptq import *  # noqa: F401,F403
+from qlib.core import *  # noqa: F401,F403
+from qlib.article import *  # noqa: F401,F403
+from qlib.methods import *  # noqa: F401,F403
+from qlib.models import *  # noqa: F401,F403
 
 __version__ = "0.1.0"
 

@@ -7,7 +7,7 @@ a model in place cannot affect another file.
 import numpy as np
 import pytest
 
-from qlib.models import MLP, load_digits_split, train
+from qlib.models.mlp import MLP, load_digits_split, train
 
 
 @pytest.fixture(scope="module")

@@ -9,18 +9,19 @@ import inspect
 from pathlib import Path
 
 GROUPS = [
-    ("The article's methods", ["integer", "subinteger", "mixed"]),
-    ("Uniform affine quantization and calibration", ["uniform", "calibration", "rounding"]),
-    ("Integer-only arithmetic and bit packing", ["intops", "packing", "intinfer"]),
-    ("Pruning, distillation, the test-bed model and whole-model quantization", ["pruning", "distillation", "models", "ptq"]),
-    ("Error and size measures, integer grids", ["metrics", "_grid"]),
+    ("Layer 1, `qlib.core`: primitives that know nothing of models",
+     ["core.grid", "core.uniform", "core.calibration", "core.rounding", "core.packing", "core.intops", "core.metrics"]),
+    ("Layer 2, `qlib.article`: the article's methods as written", ["article.integer", "article.subinteger", "article.mixed"]),
+    ("Layer 3, `qlib.methods`: whole-model algorithms on named tensors", ["methods.ptq", "methods.pruning", "methods.distillation"]),
+    ("Layer 4, `qlib.models`: data, the test-bed MLP, its training and quantized simulation",
+     ["models.mlp", "models.integer_mlp"]),
 ]
 
 HEADER = """# qlib API reference
 
 The notebooks import `qlib`, the book's numpy library. Every public name is
 available as `qlib.<name>`; they are grouped below by the module that defines
-them (one module per method). Each docstring states the formula, the errors
+them, layer by layer (a lower layer never imports a higher one), one module per method. Each docstring states the formula, the errors
 raised on bad input, and examples that the test suite runs as doctests.
 """
 

@@ -42,9 +42,9 @@ from collections.abc import Callable, Mapping
 
 import numpy as np
 
-from ._validation import as_float_array, check_int, check_rng
-from .calibration import calibrate
-from .uniform import fake_quantize
+from qlib.core.validation import as_float_array, check_int, check_rng
+from qlib.core.calibration import calibrate
+from qlib.core.uniform import fake_quantize
 
 __all__ = [
     "load_digits_split",
@@ -576,7 +576,7 @@ def _cross_entropy_and_grad(logits: np.ndarray, y: np.ndarray):
 
 def _distillation_and_grad(student, teacher, labels, temperature, alpha):
     """Loss and logit gradient of :func:`qlib.distillation_loss` (imported lazily)."""
-    from .distillation import distillation_loss, distillation_loss_grad
+    from qlib.methods.distillation import distillation_loss, distillation_loss_grad
 
     if labels is None and not (isinstance(alpha, numbers.Real) and float(alpha) == 1.0):
         raise ValueError(f"y (class labels) is required unless alpha == 1 (soft targets only), got alpha={alpha!r}")

@@ -8,7 +8,7 @@ from hypothesis.extra import numpy as hnp
 
 import qlib
 from qlib import pruning
-from qlib.pruning import (
+from qlib.methods.pruning import (
     global_magnitude_prune,
     gradual_sparsity,
     magnitude_prune,

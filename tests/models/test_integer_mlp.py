@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import qlib
-from qlib.intinfer import IntegerLinear, IntegerMLP
+from qlib.models.integer_mlp import IntegerLinear, IntegerMLP
 
 
 @pytest.fixture(scope="module")
@@ -160,7 +160,7 @@ def test_bad_inputs(model, imodel, digits):
 
 
 def test_float64_high_mul_is_exact_over_the_int32_range():
-    from qlib.intinfer import _srdhm_float64
+    from qlib.models.integer_mlp import _srdhm_float64
 
     rng = np.random.default_rng(0)
     x = np.concatenate([rng.integers(-2**31, 2**31, 20000), [-2**31, 2**31 - 1, 0, 1, -1]])

@@ -69,8 +69,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ._grid import integer_range, smallest_int_dtype
-from ._validation import as_float_array, check_axis, check_int
+from qlib.core.grid import integer_range, smallest_int_dtype
+from qlib.core.validation import as_float_array, check_axis, check_int
 
 __all__ = ["quantize", "dequantize", "fake_quantize"]
 

@@ -40,8 +40,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._grid import integer_range, smallest_int_dtype
-from ._validation import as_float_array, check_int
+from qlib.core.grid import integer_range, smallest_int_dtype
+from qlib.core.validation import as_float_array, check_int
 
 __all__ = [
     "int_matmul",

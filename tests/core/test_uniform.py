@@ -8,7 +8,7 @@ from hypothesis.extra import numpy as hnp
 
 import qlib
 from qlib import uniform
-from qlib.uniform import dequantize, fake_quantize, quantize
+from qlib.core.uniform import dequantize, fake_quantize, quantize
 
 GRID_DTYPES = [
     (2, True, np.int8),

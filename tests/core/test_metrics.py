@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import qlib
-from qlib.metrics import max_abs_error, mse, size_bytes, sqnr_db
+from qlib.core.metrics import max_abs_error, mse, size_bytes, sqnr_db
 
 
 def test_exported_from_package():

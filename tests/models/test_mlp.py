@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import qlib
-from qlib.models import (
+from qlib.models.mlp import (
     MLP,
     ActivationRanges,
     activation_quantizer,

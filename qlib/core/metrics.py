@@ -20,7 +20,7 @@ import numbers
 
 import numpy as np
 
-from ._validation import as_float_array
+from qlib.core.validation import as_float_array
 
 __all__ = ["mse", "sqnr_db", "max_abs_error", "size_bytes"]
 

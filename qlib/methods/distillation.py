@@ -29,7 +29,7 @@ import numbers
 
 import numpy as np
 
-from ._validation import as_float_array, check_axis
+from qlib.core.validation import as_float_array, check_axis
 
 __all__ = [
     "softmax",

@@ -39,9 +39,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._grid import smallest_int_dtype
-from ._validation import as_float_array, check_rng
-from .uniform import _prepare
+from qlib.core.grid import smallest_int_dtype
+from qlib.core.validation import as_float_array, check_rng
+from qlib.core.uniform import _prepare
 
 __all__ = ["stochastic_round", "quantize_stochastic", "fake_quantize_stochastic"]
 

@@ -26,8 +26,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._grid import integer_range
-from ._validation import check_int
+from qlib.core.grid import integer_range
+from qlib.core.validation import check_int
 
 __all__ = ["pack", "unpack"]
 

@@ -5,7 +5,7 @@ import pytest
 
 import qlib
 from qlib import distillation
-from qlib.distillation import (
+from qlib.methods.distillation import (
     cross_entropy,
     distillation_loss,
     distillation_loss_grad,

@@ -66,9 +66,9 @@ import numbers
 
 import numpy as np
 
-from ._grid import integer_range, smallest_int_dtype
-from ._validation import as_float_array, check_int, check_choice
-from .uniform import _check_bits, _check_bool, _compute_dtype, _layout, _Layout
+from qlib.core.grid import integer_range, smallest_int_dtype
+from qlib.core.validation import as_float_array, check_int, check_choice
+from qlib.core.uniform import _check_bits, _check_bool, _compute_dtype, _layout, _Layout
 
 __all__ = ["calibrate"]
 

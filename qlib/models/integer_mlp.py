@@ -97,13 +97,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ._grid import integer_range
-from ._validation import as_float_array, check_int, check_choice
-from .calibration import calibrate
-from .intops import int_matmul, quantize_multiplier, requantize
-from .metrics import size_bytes
-from .models import MLP, _check_labels, calibrate_activations
-from .uniform import fake_quantize, quantize
+from qlib.core.grid import integer_range
+from qlib.core.validation import as_float_array, check_int, check_choice
+from qlib.core.calibration import calibrate
+from qlib.core.intops import int_matmul, quantize_multiplier, requantize
+from qlib.core.metrics import size_bytes
+from qlib.models.mlp import MLP, _check_labels, calibrate_activations
+from qlib.core.uniform import fake_quantize, quantize
 
 __all__ = ["IntegerLinear", "IntegerMLP"]
 

@@ -5,7 +5,7 @@ import pytest
 
 import qlib
 from qlib import integer_range
-from qlib.packing import pack, unpack
+from qlib.core.packing import pack, unpack
 
 BITS = (1, 2, 4, 8)
 

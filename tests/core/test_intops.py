@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import qlib
-from qlib.intops import (
+from qlib.core.intops import (
     _matmul_method,
     int_matmul,
     multiply_by_quantized_multiplier,

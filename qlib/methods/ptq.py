@@ -49,14 +49,14 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from ._validation import as_float_array, check_int
-from .calibration import calibrate
-from .integer import integer_quantize
-from .metrics import mse, size_bytes
-from .mixed import mixed_quantize
-from .packing import pack, unpack
-from .subinteger import subinteger_quantize
-from .uniform import dequantize, quantize
+from qlib.core.validation import as_float_array, check_int
+from qlib.core.calibration import calibrate
+from qlib.article.integer import integer_quantize
+from qlib.core.metrics import mse, size_bytes
+from qlib.article.mixed import mixed_quantize
+from qlib.core.packing import pack, unpack
+from qlib.article.subinteger import subinteger_quantize
+from qlib.core.uniform import dequantize, quantize
 
 __all__ = [
     "PTQResult",

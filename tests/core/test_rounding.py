@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 import qlib
-from qlib.rounding import fake_quantize_stochastic, quantize_stochastic, stochastic_round
+from qlib.core.rounding import fake_quantize_stochastic, quantize_stochastic, stochastic_round
 
 
 def test_exported_from_package():

@@ -22,7 +22,7 @@ method is meant to keep; chapter 4 of the book shows the difference.
 
 from __future__ import annotations
 
-from .integer import StandardizedQuantized, _standardized_round
+from qlib.article.integer import StandardizedQuantized, _standardized_round
 
 __all__ = ["subinteger_quantize"]
 

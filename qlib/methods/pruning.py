@@ -31,7 +31,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from ._validation import as_float_array, check_int
+from qlib.core.validation import as_float_array, check_int
 
 __all__ = [
     "magnitude_prune",
