@@ -7,6 +7,8 @@ expected, so that a reader never meets a bare numpy error from qlib.
 
 from __future__ import annotations
 
+import math
+import numbers
 import operator
 
 import numpy as np
@@ -102,3 +104,54 @@ def check_choice(value, name: str, choices: tuple[str, ...]) -> str:
     if value not in choices:
         raise ValueError(f"{name} must be one of {choices}, got {value!r}")
     return value
+
+
+def check_bool(value, name: str) -> bool:
+    """Return ``value`` as a Python bool; ``TypeError`` for anything but ``True``/``False``."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be True or False, got {type(value).__name__} {value!r}")
+    return bool(value)
+
+
+def check_real(value, name: str, *, lo=None, hi=None, lo_open: bool = False, hi_open: bool = False) -> float:
+    """Return ``value`` as a finite Python float in the interval from ``lo`` to ``hi``.
+
+    ``lo_open``/``hi_open`` exclude the end points. Bools, strings and arrays
+    are a ``TypeError``; NaN, infinities and values outside the interval a
+    ``ValueError`` whose message states the interval.
+    """
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__} {value!r}")
+    v = float(value)  # a Python float: never upcasts float32 arrays it meets (NEP 50)
+    low_bad = lo is not None and (v <= lo if lo_open else v < lo)
+    high_bad = hi is not None and (v >= hi if hi_open else v > hi)
+    if not math.isfinite(v) or low_bad or high_bad:
+        left = "(" if lo_open else "["
+        right = ")" if hi_open else "]"
+        interval = f"{left}{'-inf' if lo is None else lo}, {'inf' if hi is None else hi}{right}"
+        raise ValueError(f"{name} must be a finite real number in {interval}, got {value!r}")
+    return v
+
+
+def as_int_array(x, name: str) -> np.ndarray:
+    """Return ``x`` as a numpy array of an integer dtype (bools and floats refused).
+
+    An empty Python sequence counts as integer (``np.asarray([])`` is float64).
+    Integer types of the ``ml_dtypes`` package (``int4``, ``uint4``, ``int2``,
+    ``uint2``, as ONNX's test data hand out) are widened to ``int8``/``uint8``.
+    """
+    arr = np.asarray(x)
+    if arr.size == 0 and not isinstance(x, np.ndarray) and arr.dtype == np.float64:
+        return arr.astype(np.int64)
+    if arr.dtype.name in _NARROW_INT_TYPES:
+        return arr.astype(_NARROW_INT_TYPES[arr.dtype.name])
+    if arr.dtype == np.bool_ or not np.issubdtype(arr.dtype, np.integer):
+        hint = ""
+        if np.issubdtype(arr.dtype, np.floating):
+            hint = "; round and cast first, e.g. np.rint(x).astype(np.int8)"
+        raise TypeError(f"{name} must be an array of integers, got dtype {arr.dtype}{hint}")
+    return arr
+
+
+#: ml_dtypes' sub-byte integer types, by dtype name, and the numpy type that holds them.
+_NARROW_INT_TYPES = {"int2": np.int8, "int4": np.int8, "uint2": np.uint8, "uint4": np.uint8}
