@@ -1,7 +1,10 @@
 # The book's two commands (see README.md):
 #   make html   build the website into _build/html
-#   make test   run every test: qlib's unit tests and doctests, strict nbval on
-#               every chapter, and the book build with warnings as errors
+#   make test   run every test: the book build with warnings as errors, ruff,
+#               strict nbval on every chapter with one BLAS thread, then qlib's
+#               unit tests and doctests with strict nbval on every chapter again
+#               (default threads): stored outputs must not depend on how a BLAS
+#               orders its sums
 # Both create .venv with the pinned environment on first use.
 
 PYTHON ?= python3.11
@@ -11,7 +14,7 @@ STAMP  := $(VENV)/.installed
 JB     := $(BIN)/jupyter-book
 export PYDEVD_DISABLE_FILE_VALIDATION := 1
 
-.PHONY: html test unit unit-and-notebooks notebooks book-check bench execute lab lock clean
+.PHONY: html test lint notebooks-one-thread unit unit-and-notebooks notebooks book-check bench execute lab lock clean
 
 $(STAMP): requirements/lock.txt pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "the book is pinned for Python 3.11; run make PYTHON=/path/to/python3.11"'
@@ -25,7 +28,15 @@ html: $(STAMP)
 	@echo "Open _build/html/index.html"
 
 # The book build runs first so that pytest's summary is the last line printed.
-test: book-check unit-and-notebooks
+test: book-check lint notebooks-one-thread unit-and-notebooks
+
+lint: $(STAMP)
+	$(BIN)/ruff check qlib tests tools benchmarks chapters conftest.py
+
+# A reader's laptop splits BLAS sums differently: one thread is the other extreme.
+notebooks-one-thread: $(STAMP)
+	OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q \
+	    --nbval --nbval-current-env --nbval-cell-timeout=600 chapters
 
 book-check: $(STAMP)
 	$(JB) build . --builder html --all -W -n --keep-going

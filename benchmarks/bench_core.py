@@ -16,7 +16,10 @@ are not:
     axis 0 and axis 1, vs ``np.copy`` and a naive broadcast expression;
 (c) ``qlib.int_matmul`` of two 1024 x 1024 int8 matrices vs numpy's integer
     ``np.matmul`` (int8 -> int32, then matmul, no BLAS) and float32
-    ``np.matmul`` of the same shape.
+    ``np.matmul`` of the same shape;
+(d) ``qlib.pack`` and ``qlib.unpack`` of 16M signed 4-bit and 3-bit codes
+    (held in int8) vs ``np.copy`` of the codes (no target: the ratio is
+    reported; the round trip must be exact).
 
 The targets are printed with PASS/MISS; timing misses do not fail the run
 (they depend on the machine), but a result that is not bit-exact with the
@@ -150,6 +153,26 @@ def bench_matmul() -> None:
                   bool(np.array_equal(ours, numpy_int()))))
 
 
+def bench_packing() -> None:
+    n = 16 * 1024 * 1024
+    rng = np.random.default_rng(3)
+    for bits in (4, 3):
+        case = f"(d) pack/unpack 16M {bits}-bit codes (int8)"
+        lo, hi = qlib.integer_range(bits, True)
+        q = rng.integers(lo, hi + 1, size=n, dtype=np.int8)
+        packed = qlib.pack(q, bits, signed=True)
+        t_copy, t_pack, t_unpack = median_times(
+            lambda q=q: np.copy(q),
+            lambda q=q, bits=bits: qlib.pack(q, bits, signed=True),
+            lambda p=packed, bits=bits: qlib.unpack(p, bits, n, signed=True))
+        row(case, "np.copy of the codes", t_copy)
+        row(case, "qlib.pack", t_pack, f"{t_pack / t_copy:.2f}x copy, {packed.nbytes / 2**20:.0f} MiB out")
+        row(case, "qlib.unpack", t_unpack, f"{t_unpack / t_copy:.2f}x copy")
+        EXACT.append((f"{case}: unpack(pack(q)) == q, {qlib.packed_nbytes(n, bits)} bytes",
+                      bool(np.array_equal(qlib.unpack(packed, bits, n, signed=True), q))
+                      and packed.nbytes == qlib.packed_nbytes(n, bits)))
+
+
 def main() -> int:
     print(f"qlib {qlib.__version__}, numpy {np.__version__}, Python {platform.python_version()}, "
           f"{platform.machine()}, {os.cpu_count()} CPU(s)")
@@ -165,6 +188,7 @@ def main() -> int:
     else:
         print(f"SKIPPED sections (a) and (b): {why}.\n")
     bench_matmul()
+    bench_packing()
 
     w_case = max(len(r[0]) for r in ROWS)
     w_meth = max(len(r[1]) for r in ROWS)

@@ -1,29 +1,42 @@
 """qlib: the numpy library of the executable textbook on model compression and quantization.
 
-One module per method:
+Four layers, one module per method; a lower layer never imports a higher one
+(``tests/test_architecture.py`` checks it):
 
-- :mod:`qlib.integer`, :mod:`qlib.subinteger`, :mod:`qlib.mixed`: the three
-  methods of the article the book is built on (standardize, round, map back);
-- :mod:`qlib.uniform`, :mod:`qlib.calibration`: the uniform affine quantizer
-  that practitioners deploy (ONNX ``QuantizeLinear`` semantics) and the choice
-  of its scale and zero point;
-- :mod:`qlib.intops`: integer-only arithmetic (exact int8 matmul, fixed-point
-  requantization as in TensorFlow Lite's reference kernels);
-- :mod:`qlib.packing`: sub-byte bit packing;
-- :mod:`qlib.metrics`: error and size measures;
-- :mod:`qlib.rounding`: rounding modes (stochastic rounding);
-- :mod:`qlib.pruning`, :mod:`qlib.distillation`: the article's other compression methods;
-- :mod:`qlib.models`: a small numpy MLP and its training, the book's test bed;
-- :mod:`qlib.intinfer`: integer-only inference of that MLP;
-- :mod:`qlib.ptq`: post-training quantization of a whole model, every method of the book.
+``qlib.core``, primitives that know nothing of models
+    :mod:`~qlib.core.grid` (integer grids and the :class:`~qlib.Quantizer` that
+    carries a grid with its scale), :mod:`~qlib.core.uniform` (the uniform
+    affine quantizer, ONNX ``QuantizeLinear`` semantics),
+    :mod:`~qlib.core.fake_quant` (its straight-through and scale gradients),
+    :mod:`~qlib.core.calibration`, :mod:`~qlib.core.rounding` (stochastic),
+    :mod:`~qlib.core.packing` (bitstreams of any width),
+    :mod:`~qlib.core.intops` (exact integer matrix product),
+    :mod:`~qlib.core.fixed_point` (TensorFlow Lite's requantization),
+    :mod:`~qlib.core.metrics`, :mod:`~qlib.core.timing`;
+``qlib.article``, the article's methods as it writes them
+    :mod:`~qlib.article.integer`, :mod:`~qlib.article.subinteger`,
+    :mod:`~qlib.article.mixed`;
+``qlib.methods``, whole-model algorithms on a mapping of named tensors
+    :mod:`~qlib.methods.params` (which tensors are weights),
+    :mod:`~qlib.methods.ptq`, :mod:`~qlib.methods.storage`,
+    :mod:`~qlib.methods.pruning`, :mod:`~qlib.methods.unit_pruning`,
+    :mod:`~qlib.methods.distillation`;
+``qlib.models``, the book's test bed
+    :mod:`~qlib.models.data` (the digits split), :mod:`~qlib.models.mlp`,
+    :mod:`~qlib.models.losses`, :mod:`~qlib.models.optim`,
+    :mod:`~qlib.models.training`, :mod:`~qlib.models.simulate` (a quantized
+    model simulated in floating point), :mod:`~qlib.models.integer_mlp`
+    (integer-only inference).
+
+Every public name is also available flat, as ``qlib.<name>``.
 
 The import name is ``qlib``; the distribution is ``quantbook-qlib`` (PyPI's
 ``qlib`` and ``pyqlib`` are unrelated projects that also import as ``qlib``).
 Notebooks check :data:`BOOK_ID` to be sure they imported this package.
 """
 
-from qlib.core import *  # noqa: F401,F403
 from qlib.article import *  # noqa: F401,F403
+from qlib.core import *  # noqa: F401,F403
 from qlib.methods import *  # noqa: F401,F403
 from qlib.models import *  # noqa: F401,F403
 

@@ -7,7 +7,9 @@ a model in place cannot affect another file.
 import numpy as np
 import pytest
 
-from qlib.models.mlp import MLP, load_digits_split, train
+from qlib.models.data import load_digits_split
+from qlib.models.mlp import MLP
+from qlib.models.training import train
 
 
 @pytest.fixture(scope="module")

@@ -10,19 +10,25 @@ from pathlib import Path
 
 GROUPS = [
     ("Layer 1, `qlib.core`: primitives that know nothing of models",
-     ["core.grid", "core.uniform", "core.calibration", "core.rounding", "core.packing", "core.intops", "core.metrics"]),
-    ("Layer 2, `qlib.article`: the article's methods as written", ["article.integer", "article.subinteger", "article.mixed"]),
-    ("Layer 3, `qlib.methods`: whole-model algorithms on named tensors", ["methods.ptq", "methods.pruning", "methods.distillation"]),
+     ["core.grid", "core.uniform", "core.fake_quant", "core.calibration", "core.rounding", "core.packing",
+      "core.intops", "core.fixed_point", "core.metrics", "core.timing"]),
+    ("Layer 2, `qlib.article`: the article's methods as written",
+     ["article.integer", "article.subinteger", "article.mixed"]),
+    ("Layer 3, `qlib.methods`: whole-model algorithms on named tensors",
+     ["methods.params", "methods.ptq", "methods.storage", "methods.pruning", "methods.unit_pruning",
+      "methods.distillation"]),
     ("Layer 4, `qlib.models`: data, the test-bed MLP, its training and quantized simulation",
-     ["models.mlp", "models.integer_mlp"]),
+     ["models.data", "models.mlp", "models.losses", "models.optim", "models.training", "models.simulate",
+      "models.integer_mlp"]),
 ]
 
 HEADER = """# qlib API reference
 
 The notebooks import `qlib`, the book's numpy library. Every public name is
 available as `qlib.<name>`; they are grouped below by the module that defines
-them, layer by layer (a lower layer never imports a higher one), one module per method. Each docstring states the formula, the errors
-raised on bad input, and examples that the test suite runs as doctests.
+them, layer by layer (a lower layer never imports a higher one), one module per
+method. Each docstring states the formula, the errors raised on bad input, and
+examples that the test suite runs as doctests.
 """
 
 
@@ -34,7 +40,8 @@ def page() -> str:
             mod = importlib.import_module(f"qlib.{m}")
             if not mod.__all__:
                 continue
-            out += ["```{eval-rst}", f".. automodule:: qlib.{m}", "   :no-members:", "", ".. currentmodule:: qlib", ""]
+            out += ["```{eval-rst}", f".. automodule:: qlib.{m}", "   :no-members:", "",
+                    ".. currentmodule:: qlib", ""]
             for name in mod.__all__:
                 kind = "autoclass" if inspect.isclass(getattr(mod, name)) else "autofunction"
                 out += [f".. {kind}:: {name}"] + (["   :members:"] if kind == "autoclass" else []) + [""]

@@ -2,5 +2,5 @@
 mixed quantization (standardize, round, map back)."""
 
 from qlib.article.integer import *  # noqa: F401,F403
-from qlib.article.subinteger import *  # noqa: F401,F403
 from qlib.article.mixed import *  # noqa: F401,F403
+from qlib.article.subinteger import *  # noqa: F401,F403

@@ -144,8 +144,8 @@ class StandardizedQuantized:
         )
 
 
-def _standardized_round(x, frac_bits: int, bits: int | None, name: str = "x") -> StandardizedQuantized:
-    """Shared core of integer and sub-integer quantization."""
+def standardized_round(x, frac_bits: int, bits: int | None, name: str = "x") -> StandardizedQuantized:
+    """Shared core of integer and sub-integer quantization (used by :mod:`qlib.article.subinteger`)."""
     frac_bits = check_int(frac_bits, "frac_bits", 0, 52)
     if bits is not None:
         bits = check_int(bits, "bits", 1, 64)
@@ -201,4 +201,4 @@ def integer_quantize(x, *, bits: int | None = None) -> StandardizedQuantized:
     >>> np.round(r.dequantize(), 4)
     array([1.5858, 1.5858, 3.    , 4.4142, 4.4142])
     """
-    return _standardized_round(x, 0, bits)
+    return standardized_round(x, 0, bits)

@@ -22,7 +22,7 @@ method is meant to keep; chapter 4 of the book shows the difference.
 
 from __future__ import annotations
 
-from qlib.article.integer import StandardizedQuantized, _standardized_round
+from qlib.article.integer import StandardizedQuantized, standardized_round
 
 __all__ = ["subinteger_quantize"]
 
@@ -74,4 +74,4 @@ def subinteger_quantize(x, frac_bits: int, *, bits: int | None = None) -> Standa
     >>> subinteger_quantize(np.array([1, 2, 3, 4, 5]), frac_bits=2, bits=3).codes
     array([-4, -3,  0,  3,  3], dtype=int8)
     """
-    return _standardized_round(x, frac_bits, bits)
+    return standardized_round(x, frac_bits, bits)

@@ -1,10 +1,10 @@
 r"""Calibration: choosing the scale and zero point of the uniform quantizer.
 
-:func:`qlib.calibrate` looks at a sample tensor ``x`` and returns ``(scale,
-zero_point)`` for :func:`qlib.quantize` with the same ``axis`` and
-``group_size``. It first picks a real *clipping range* :math:`[\alpha, \beta]`
-for each tensor, channel or group, then maps it onto the integer grid
-:math:`[q_{min}, q_{max}]` of ``bits`` bits.
+:func:`qlib.calibrate` looks at a sample tensor ``x`` and returns a
+:class:`qlib.Quantizer`: scale, zero point, grid and granularity, for
+``qlib.quantize(x, quantizer)``. It first picks a real *clipping range*
+:math:`[\alpha, \beta]` for each tensor, channel or group, then maps it onto
+the integer grid :math:`[q_{min}, q_{max}]` of ``bits`` bits.
 
 **The range** (``method``):
 
@@ -35,29 +35,47 @@ so that the real 0 (zero padding, ReLU outputs) is represented exactly. Then
      z = \operatorname{clip}(q_{min} - \operatorname{round}(\alpha / s),
      q_{min}, q_{max});
 
-- *symmetric*, with :math:`m = \max(-\alpha, \beta)`, the **restricted** range:
+- *symmetric*, with :math:`m = \max(-\alpha, \beta)`, on the **narrow**
+  (restricted) grid :math:`[-(2^{b-1} - 1), 2^{b-1} - 1]`:
 
   .. math::
 
      s = \frac{m}{2^{b-1} - 1}, \qquad
      z = 0 \text{ (signed)} \quad\text{or}\quad z = 2^{b-1} \text{ (unsigned)}.
 
-  ``int8`` codes then span :math:`[-127, 127]` and -128 is never produced
-  (the convention of Jacob et al. 2018 and of TensorFlow Lite's int8 weights).
-  The grid is symmetric, so ``quantize(-x) == -quantize(x)``, and the product
-  of two codes never reaches :math:`(-128)^2 = 2^{14}`, which lets
-  integer kernels accumulate pairs of products in 16 bits without
-  saturating. PyTorch instead divides by
-  :math:`(q_{max} - q_{min})/2 = 127.5`, using -128 but mapping
-  :math:`+m` to 127.5, which rounds to 128 and saturates; the difference in
-  resolution is 0.4 %. At 2 bits the restricted grid is ternary
-  :math:`\{-1, 0, 1\}`. Unsigned symmetric uses the same scale with the
-  zero point :math:`2^{b-1}` (128 for ``uint8``, as PyTorch), so codes span
-  :math:`[1, 2^b - 1]`.
+  The returned quantizer has ``narrow_range=True``, as TensorFlow's
+  ``narrow_range`` and TensorFlow Lite's int8 weights (Jacob et al. 2018):
+  ``quantize(x, quantizer)`` gives ``int8`` codes in :math:`[-127, 127]` and
+  **never -128**, for every method (a percentile or MSE range clips values
+  beyond :math:`\pm m`, and they saturate at :math:`\pm 127`) and every
+  granularity. The grid is symmetric, so ``quantize(-x, q) == -quantize(x, q)``,
+  and the product of two codes never reaches :math:`(-128)^2 = 2^{14}`, which
+  lets integer kernels accumulate pairs of products in 16 bits without
+  saturating. PyTorch instead divides by :math:`(q_{max} - q_{min})/2 = 127.5`
+  on the full grid, using -128 but mapping :math:`+m` to 127.5, which rounds
+  to 128 and saturates; the difference in resolution is 0.4 %. At 2 bits the
+  narrow grid is ternary :math:`\{-1, 0, 1\}`. Unsigned symmetric uses the
+  same scale with the zero point :math:`2^{b-1}` (128 for ``uint8``, as
+  PyTorch) on the narrow unsigned grid :math:`[1, 2^b - 1]`.
+  ``narrow_range=False`` keeps this scale and zero point on the full grid
+  (the behaviour of qlib before the Quantizer), where clipped negative values
+  reach :math:`-2^{b-1}`.
+
+  The promise holds for the quantizer itself. The old functional call
+  ``quantize(x, s, z, bits=8)`` with the unpacked ``s, z = calibrate(...)``
+  uses the full ONNX grid :math:`[-128, 127]` (add ``narrow_range=True``, or
+  pass the quantizer).
+
+``narrow_range`` may also be set for an asymmetric calibration: the range is
+then mapped onto the narrow grid by the asymmetric formulas (``qmin`` one
+higher), as TensorFlow's ``FakeQuantWithMinMaxVars(narrow_range=True)``.
+
+The MSE search evaluates every candidate on the grid it returns.
 
 In both cases the scale is floored at the float32 machine epsilon
 :math:`2^{-23}` (as PyTorch), so a constant or all-zero tensor gets a valid
 scale. Ranges are computed in float64 and the scale rounded to float32.
+float16 samples are calibrated in float32.
 """
 
 from __future__ import annotations
@@ -66,9 +84,10 @@ import numbers
 
 import numpy as np
 
-from qlib.core.grid import integer_range, smallest_int_dtype
-from qlib.core.validation import as_float_array, check_int, check_choice
-from qlib.core.uniform import _check_bits, _check_bool, _compute_dtype, _layout, _Layout
+from qlib.core.fake_quant import fake_quantize_into, prepare
+from qlib.core.grid import Quantizer, integer_range
+from qlib.core.layout import Layout, compute_dtype, make_layout
+from qlib.core.validation import as_float_array, check_bits, check_bool, check_choice, check_int
 
 __all__ = ["calibrate"]
 
@@ -92,7 +111,7 @@ def _check_method(method) -> str:
     return check_choice(method, "method", _METHODS)
 
 
-def _row_parts(x: np.ndarray, layout: _Layout):
+def _row_parts(x: np.ndarray, layout: Layout):
     """View ``x`` as 2-D arrays whose rows are the sets sharing one scale.
 
     Return ``(parts, assemble)``: ``assemble`` takes one 1-D result per part
@@ -122,9 +141,9 @@ def _row_parts(x: np.ndarray, layout: _Layout):
     return parts, assemble
 
 
-def _qparams(lo, hi, bits: int, signed: bool, symmetric: bool):
-    """Scale (float32) and zero point (int64) of the ranges ``[lo, hi]`` (float64)."""
-    qmin, qmax = integer_range(bits, signed)
+def _qparams(lo, hi, qmin: int, qmax: int, bits: int, signed: bool, symmetric: bool):
+    """Scale (float32) and zero point (int64) of the ranges ``[lo, hi]`` (float64)
+    on the grid ``[qmin, qmax]``."""
     lo = np.minimum(lo, 0.0)
     hi = np.maximum(hi, 0.0)
     with np.errstate(over="ignore"):
@@ -147,31 +166,28 @@ def _qparams(lo, hi, bits: int, signed: bool, symmetric: bool):
     return scale, zp
 
 
-def _fake_quantize_rows(rows, scale, zp, qmin, qmax, out):
-    """Fake-quantize ``rows`` (R, L) with per-row ``scale``, ``zp`` into ``out``,
-    with the arithmetic of :func:`qlib.fake_quantize`."""
-    s = scale.astype(rows.dtype)[:, None]
-    z = zp.astype(rows.dtype)[:, None]
-    np.divide(rows, s, out=out)
-    np.rint(out, out=out)
-    out += z
-    out.clip(rows.dtype.type(qmin), rows.dtype.type(qmax), out=out)
-    out -= z
-    out *= s
-    return out
+def _mse_search(rows, lo, hi, grid, num_candidates):
+    """Shrink ``[lo, hi]`` per row by the factor with the least squared error.
 
-
-def _mse_search(rows, lo, hi, bits, signed, symmetric, num_candidates):
-    """Shrink ``[lo, hi]`` per row by the factor with the least squared error."""
-    qmin, qmax = integer_range(bits, signed)
+    Each candidate is fake-quantized by qlib's one kernel, per channel along
+    axis 0 of ``rows`` (one scale per row), on the grid the result will use.
+    """
+    bits, signed, narrow, symmetric = grid
+    qmin, qmax = integer_range(bits, signed, narrow)
+    rows = np.ascontiguousarray(rows)  # the kernel writes flat, C-ordered blocks
     best_err = np.full(rows.shape[0], np.inf)
     best_c = np.ones(rows.shape[0])
-    buf = np.empty_like(rows)
+    buf = np.empty(rows.shape, dtype=rows.dtype)
+    job = None
     with np.errstate(over="ignore", under="ignore"):
         for k in range(num_candidates, 0, -1):  # largest range first: ties keep it
             c = k / num_candidates
-            scale, zp = _qparams(c * lo, c * hi, bits, signed, symmetric)
-            _fake_quantize_rows(rows, scale, zp, qmin, qmax, buf)
+            scale, zp = _qparams(c * lo, c * hi, qmin, qmax, bits, signed, symmetric)
+            if job is None:
+                job = prepare(rows, scale, zp, bits, signed, narrow, 0, None)
+            else:
+                job = job.with_params(scale, zp)
+            fake_quantize_into(job, buf)
             buf -= rows
             err = np.einsum("ij,ij->i", buf, buf, dtype=np.float64)
             better = err < best_err
@@ -186,13 +202,14 @@ def calibrate(
     bits=8,
     signed=True,
     symmetric=False,
+    narrow_range=None,
     axis=None,
     group_size=None,
     method="minmax",
     percentile=99.99,
     num_candidates=100,
-):
-    r"""Choose ``(scale, zero_point)`` for :func:`qlib.quantize` from sample data.
+) -> Quantizer:
+    r"""Choose the scale and zero point of the uniform quantizer from sample data.
 
     Parameters
     ----------
@@ -204,9 +221,16 @@ def calibrate(
     signed : bool, default True
         Signed grid :math:`[-2^{b-1}, 2^{b-1}-1]` or unsigned :math:`[0, 2^b-1]`.
     symmetric : bool, default False
-        Symmetric (restricted range :math:`s = m / (2^{b-1}-1)`, zero point 0,
-        or :math:`2^{b-1}` when unsigned) instead of asymmetric (affine). See
-        the module documentation for why the restricted range.
+        Symmetric (:math:`s = m / (2^{b-1}-1)`, zero point 0, or
+        :math:`2^{b-1}` when unsigned, on the narrow grid) instead of
+        asymmetric (affine). See the module documentation.
+    narrow_range : bool, optional
+        Whether the grid drops its lowest code (:func:`qlib.integer_range`).
+        ``None`` (default): True when ``symmetric``, False otherwise.
+        ``symmetric=True, narrow_range=False`` keeps the symmetric scale on
+        the full grid (clipped values may reach :math:`-2^{b-1}`);
+        ``symmetric=False, narrow_range=True`` maps the range onto the narrow
+        grid with the asymmetric formulas.
     axis : int, optional
         Channel axis: one pair per index along it. ``None`` is per-tensor.
     group_size : int, optional
@@ -224,21 +248,27 @@ def calibrate(
 
     Returns
     -------
-    scale : numpy.float32 or numpy.ndarray of float32
-        Positive, at least the float32 epsilon. A scalar per-tensor, shape
-        ``(x.shape[axis],)`` per-channel, and per-group the shape of ``x``
-        with ``x.shape[axis]`` replaced by ``ceil(x.shape[axis] / group_size)``.
-    zero_point : numpy integer or numpy.ndarray
-        On the grid, of the shape of ``scale``, in the dtype
-        :func:`qlib.quantize` returns for this grid (``int8`` for the default).
+    Quantizer
+        With ``bits``, ``signed``, ``narrow_range``, ``axis`` (non-negative)
+        and ``group_size`` as chosen, and
+
+        - ``scale``: float32, at least the float32 epsilon; a scalar
+          per-tensor, shape ``(x.shape[axis],)`` per-channel, and per-group
+          the shape of ``x`` with ``x.shape[axis]`` replaced by
+          ``ceil(x.shape[axis] / group_size)``;
+        - ``zero_point``: on the grid, of the shape of ``scale``, in the dtype
+          :func:`qlib.quantize` returns for this grid (``int8`` for the default).
+
+        It unpacks as the pair ``scale, zero_point = calibrate(x)``.
 
     Raises
     ------
     TypeError
         If ``x`` is not a floating-point array, ``bits``, ``axis``,
-        ``group_size`` or ``num_candidates`` is not an integer, ``signed`` or
-        ``symmetric`` is not a bool, ``method`` is not a string or
-        ``percentile`` not a real number.
+        ``group_size`` or ``num_candidates`` is not an integer, ``signed``,
+        ``symmetric`` or ``narrow_range`` is not a bool (or None for
+        ``narrow_range``), ``method`` is not a string or ``percentile`` not a
+        real number.
     ValueError
         If ``x`` is empty or not finite, ``bits`` is outside [2, 16],
         ``axis`` is out of range, ``group_size`` is not positive or is given
@@ -254,41 +284,51 @@ def calibrate(
     >>> import numpy as np
     >>> x = np.array([-1.0, 0.0, 2.0, 3.0], dtype=np.float32)
     >>> calibrate(x)
+    Quantizer(8-bit signed [-128, 127], per-tensor, scale 0.015686275, zero point -64)
+    >>> s, z = calibrate(x)
+    >>> s, z
     (np.float32(0.015686275), np.int8(-64))
 
-    Symmetric: :math:`s = 3 / 127` and zero point 0; all-positive data keeps 0
-    in the range:
+    Symmetric: :math:`s = 3 / 127` and zero point 0 on the narrow grid; all-positive
+    data keeps 0 in the range:
 
     >>> calibrate(x, symmetric=True)
-    (np.float32(0.023622047), np.int8(0))
+    Quantizer(8-bit signed narrow [-127, 127], per-tensor, scale 0.023622047, zero point 0)
     >>> calibrate(np.array([2.0, 4.0], dtype=np.float32), bits=4, signed=False)
-    (np.float32(0.26666668), np.uint8(0))
+    Quantizer(4-bit unsigned [0, 15], per-tensor, scale 0.26666668, zero point 0)
 
     Per channel (one scale per row) and per group of 2 along the columns:
 
     >>> w = np.array([[0.6, -1.0, 0.25], [3.0, 4.0, -8.0]], dtype=np.float32)
-    >>> s, z = calibrate(w, bits=4, symmetric=True, axis=0)
-    >>> s * 7, z
+    >>> q = calibrate(w, bits=4, symmetric=True, axis=0)
+    >>> q.scale * 7, q.zero_point
     (array([1., 8.], dtype=float32), array([0, 0], dtype=int8))
-    >>> s, z = calibrate(w, bits=4, symmetric=True, axis=1, group_size=2)
-    >>> s * 7
-    array([[1.  , 0.25],
-           [4.  , 8.  ]], dtype=float32)
+    >>> q = calibrate(w, bits=4, symmetric=True, axis=1, group_size=2)
+    >>> q
+    Quantizer(4-bit signed narrow [-7, 7], per-group axis=1 group_size=2, 4 scales in [0.03571, 1.143], zero point 0)
     >>> from qlib import quantize
-    >>> quantize(w, s, z, bits=4, axis=1, group_size=2)
+    >>> quantize(w, q)
     array([[ 4, -7,  7],
            [ 5,  7, -7]], dtype=int8)
+
+    A percentile range clips, and the clipped values saturate at -7, not -8:
+
+    >>> t = np.array([-10.0, -1.0, 0.6, 1.0], dtype=np.float32)
+    >>> quantize(t, calibrate(t, bits=4, symmetric=True, method="percentile", percentile=50))
+    array([-7, -7,  4,  7], dtype=int8)
     """
     xa = as_float_array(x, "x", allow_int=False)
-    b = _check_bits(bits)
-    sg = _check_bool(signed, "signed")
-    sym = _check_bool(symmetric, "symmetric")
-    layout = _layout(xa.shape, axis, group_size)
+    b = check_bits(bits)
+    sg = check_bool(signed, "signed")
+    sym = check_bool(symmetric, "symmetric")
+    nr = sym if narrow_range is None else check_bool(narrow_range, "narrow_range")
+    layout = make_layout(xa.shape, axis, group_size)
     meth = _check_method(method)
     p = _check_percentile(percentile)
     ncand = check_int(num_candidates, "num_candidates", 1)
 
-    xa = xa.astype(_compute_dtype(xa.dtype), copy=False)
+    qmin, qmax = integer_range(b, sg, nr)
+    xa = xa.astype(compute_dtype(xa.dtype), copy=False)
     parts, assemble = _row_parts(xa, layout)
     scales, zps = [], []
     for rows in parts:
@@ -303,14 +343,9 @@ def calibrate(
             lo = rows.min(axis=1).astype(np.float64)
             hi = rows.max(axis=1).astype(np.float64)
             if meth == "mse":
-                lo, hi = _mse_search(rows, lo, hi, b, sg, sym, ncand)
-        s, z = _qparams(lo, hi, b, sg, sym)
+                lo, hi = _mse_search(rows, lo, hi, (b, sg, nr, sym), ncand)
+        s, z = _qparams(lo, hi, qmin, qmax, b, sg, sym)
         scales.append(s)
         zps.append(z)
-    qmin, qmax = integer_range(b, sg)
-    scale = np.asarray(assemble(scales), dtype=np.float32)
-    zero_point = np.asarray(assemble(zps)).astype(smallest_int_dtype(qmin, qmax))
-    if scale.ndim == 0:
-        return scale[()], zero_point[()]
-    return scale, zero_point
-
+    return Quantizer(assemble(scales), assemble(zps), bits=b, signed=sg, narrow_range=nr,
+                     axis=layout.axis, group_size=layout.group_size)

@@ -25,15 +25,16 @@ from qlib.core.validation import as_float_array
 __all__ = ["mse", "sqnr_db", "max_abs_error", "size_bytes"]
 
 
-def _pair(x, x_hat) -> tuple[np.ndarray, np.ndarray]:
-    """Validate ``x`` and ``x_hat`` and return them as float64 arrays of one shape."""
+def _signal_and_error(x, x_hat) -> tuple[np.ndarray, np.ndarray]:
+    """Validate ``x`` and ``x_hat``; return ``x`` and the error ``x - x_hat``, in float64."""
     xa = as_float_array(x, "x")
     xh = as_float_array(x_hat, "x_hat")
     if xa.shape != xh.shape:
         raise ValueError(
             f"x and x_hat must have the same shape, got x {xa.shape} and x_hat {xh.shape}"
         )
-    return xa.astype(np.float64, copy=False), xh.astype(np.float64, copy=False)
+    xa = xa.astype(np.float64, copy=False)
+    return xa, xa - xh.astype(np.float64, copy=False)
 
 
 def mse(x, x_hat) -> float:
@@ -63,8 +64,7 @@ def mse(x, x_hat) -> float:
     >>> mse([1.0, 2.0, 3.0], [1.0, 2.5, 2.0])
     0.4166666666666667
     """
-    xa, xh = _pair(x, x_hat)
-    d = xa - xh
+    _, d = _signal_and_error(x, x_hat)
     return float(np.mean(d * d))
 
 
@@ -105,8 +105,7 @@ def sqnr_db(x, x_hat) -> float:
     >>> sqnr_db([1.0, -2.0], [1.0, -2.0])
     inf
     """
-    xa, xh = _pair(x, x_hat)
-    d = xa - xh
+    xa, d = _signal_and_error(x, x_hat)
     noise = float(np.sum(d * d))
     signal = float(np.sum(xa * xa))
     if noise == 0.0:
@@ -144,8 +143,8 @@ def max_abs_error(x, x_hat) -> float:
     >>> max_abs_error([1.0, 2.0, 3.0], [1.0, 2.5, 2.0])
     1.0
     """
-    xa, xh = _pair(x, x_hat)
-    return float(np.max(np.abs(xa - xh)))
+    _, d = _signal_and_error(x, x_hat)
+    return float(np.max(np.abs(d)))
 
 
 def size_bytes(*arrays) -> int:
@@ -156,6 +155,8 @@ def size_bytes(*arrays) -> int:
     Only what is stored counts, so the dtype matters: a packed ``uint8``
     array from :func:`qlib.pack` holding 4-bit codes counts one byte per two
     codes, an ``int8`` array one byte per code, a ``float32`` scale 4 bytes.
+    (:func:`qlib.packed_nbytes` gives the packed size of codes of any width
+    without packing them.)
 
     Parameters
     ----------

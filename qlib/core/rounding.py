@@ -26,7 +26,8 @@ step to zero.
 - :func:`~qlib.quantize_stochastic` and :func:`~qlib.fake_quantize_stochastic` are
   :func:`qlib.quantize` and :func:`qlib.fake_quantize` with stochastic
   instead of nearest rounding: the same grid, scale, zero point and
-  saturation, **per-tensor only** (a scalar scale and zero point).
+  saturation, computed by the same kernel with only the rounding step
+  replaced, **per-tensor only** (a scalar scale and zero point).
 
 Randomness always comes from a ``numpy.random.Generator`` passed by the
 caller (``rng = np.random.default_rng(seed)``), so results are reproducible;
@@ -37,23 +38,27 @@ fractional part to within :math:`2^{-53}`.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
-from qlib.core.grid import smallest_int_dtype
+from qlib.core.fake_quant import fake_quantize_into, prepare
+from qlib.core.grid import Default, grid_arguments, smallest_int_dtype
 from qlib.core.validation import as_float_array, check_rng
-from qlib.core.uniform import _prepare
 
 __all__ = ["stochastic_round", "quantize_stochastic", "fake_quantize_stochastic"]
 
 
+def _sr_inplace(v: np.ndarray, rng: np.random.Generator) -> None:
+    """Stochastic rounding of the float array ``v`` in place (no checks).
 
-
-def _sr(v: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Stochastic rounding of the float array ``v``, in ``v``'s dtype (no checks)."""
+    Draws ``v.size`` uniform float64 numbers; drawing block by block in order
+    gives the same numbers as one draw for the whole array.
+    """
     lo = np.floor(v)
     frac = v.astype(np.float64) - lo.astype(np.float64)  # exact for float32; float64 within 1 ulp
     up = rng.random(v.shape) < frac
-    return lo + up.astype(v.dtype)
+    np.add(lo, up, out=v, casting="unsafe")
 
 
 def stochastic_round(x, rng):
@@ -107,34 +112,32 @@ def stochastic_round(x, rng):
     """
     xa = as_float_array(x, "x")
     check_rng(rng)
-    out = _sr(xa, rng)
+    out = xa.copy()
+    _sr_inplace(out, rng)
     return out[()] if out.ndim == 0 else out
 
 
-def _quantize_sr(x, scale, zero_point, bits, signed, rng):
-    """Codes (as floats of the computation dtype), scale, zero point, grid."""
+def _stochastic(func, x, scale, zero_point, bits, signed, rng, *, dequantize: bool):
+    """qlib's fake-quantization kernel with stochastic rounding (per tensor)."""
     check_rng(rng)
-    if np.ndim(scale) != 0 or np.ndim(zero_point) != 0:
+    g = grid_arguments(func, scale, zero_point=zero_point, bits=bits, signed=signed)
+    if np.ndim(g["scale"]) != 0 or np.ndim(g["zero_point"]) != 0:
         raise ValueError(
             "scale and zero_point must be scalars: stochastic rounding is per-tensor only "
-            f"(got shapes {np.shape(scale)} and {np.shape(zero_point)})"
+            f"(got shapes {np.shape(g['scale'])} and {np.shape(g['zero_point'])})"
         )
-    xa, checked, _layout, qmin, qmax, dtype, s, z = _prepare(
-        x, scale, zero_point, bits, signed, None, None
-    )
-    if not checked:  # large arrays: _prepare leaves the finiteness check to a kernel
-        as_float_array(xa, "x", allow_int=False)
-    with np.errstate(over="ignore", invalid="ignore"):  # a tiny scale overflows to inf: saturates below
-        v = xa.astype(dtype, copy=False) / s
-        q = _sr(v, rng)
-    if z is not None:
-        q += z
-    np.clip(q, dtype.type(qmin), dtype.type(qmax), out=q)
-    return q, s, z, qmin, qmax
+    job = prepare(x, g["scale"], g["zero_point"], g["bits"], g["signed"], g.get("narrow_range", False), None, None)
+    if not job.checked:  # check everything before drawing any random number
+        as_float_array(job.x, "x", allow_int=False)
+    dtype = job.float_dtype if dequantize else smallest_int_dtype(job.qmin, job.qmax)
+    out = np.empty(job.x.shape, dtype=dtype)
+    with np.errstate(invalid="ignore"):  # a tiny scale overflows to inf: saturates
+        return fake_quantize_into(job, out, rounding=functools.partial(_sr_inplace, rng=rng),
+                                  dequantize=dequantize)
 
 
-def quantize_stochastic(x, scale, zero_point=0, *, bits=8, signed=True, rng):
-    r"""Quantize with stochastic rounding: :math:`q = \operatorname{clip}(\operatorname{sr}(x/s) + z, q_{min}, q_{max})`.
+def quantize_stochastic(x, scale, zero_point=Default(0), *, bits=Default(8), signed=Default(True), rng):
+    r"""Quantize with stochastic rounding, :math:`\operatorname{clip}(\operatorname{sr}(x/s) + z, q_{min}, q_{max})`.
 
     :func:`qlib.quantize` with :func:`~qlib.stochastic_round` in place of round
     half to even. Inside the grid's range the dequantized codes are
@@ -146,9 +149,11 @@ def quantize_stochastic(x, scale, zero_point=0, *, bits=8, signed=True, rng):
     x : array_like of float
         Finite, non-empty floating-point array (integer input is refused, as
         in :func:`qlib.quantize`). The division :math:`x/s` is done in the
-        precision of ``x`` (float16 in float32).
-    scale : float
-        The step :math:`s > 0`, a scalar.
+        precision of ``x`` (float16 in float16, as :func:`qlib.quantize`).
+    scale : float or Quantizer
+        The step :math:`s > 0`, a scalar; or a per-tensor
+        :class:`~qlib.Quantizer` (alone: it carries the zero point and grid,
+        ``narrow_range`` included).
     zero_point : int, default 0
         The code of the real 0, a scalar on the grid.
     bits : int, default 8
@@ -184,12 +189,17 @@ def quantize_stochastic(x, scale, zero_point=0, *, bits=8, signed=True, rng):
     (array([0, 1], dtype=int8), 0.25)
     >>> quantize_stochastic(np.array([500.0, -500.0]), 1.0, rng=rng)
     array([ 127, -128], dtype=int8)
+
+    A :class:`~qlib.Quantizer` brings its grid, here the narrow [-127, 127]:
+
+    >>> from qlib import Quantizer
+    >>> quantize_stochastic(np.array([500.0, -500.0]), Quantizer(1.0, narrow_range=True), rng=rng)
+    array([ 127, -127], dtype=int8)
     """
-    q, _s, _z, qmin, qmax = _quantize_sr(x, scale, zero_point, bits, signed, rng)
-    return q.astype(smallest_int_dtype(qmin, qmax))
+    return _stochastic("quantize_stochastic", x, scale, zero_point, bits, signed, rng, dequantize=False)
 
 
-def fake_quantize_stochastic(x, scale, zero_point=0, *, bits=8, signed=True, rng):
+def fake_quantize_stochastic(x, scale, zero_point=Default(0), *, bits=Default(8), signed=Default(True), rng):
     r"""Quantize with stochastic rounding, then dequantize: :math:`\hat x = (q - z)\,s`.
 
     The stochastic counterpart of :func:`qlib.fake_quantize`, with
@@ -206,8 +216,8 @@ def fake_quantize_stochastic(x, scale, zero_point=0, *, bits=8, signed=True, rng
     Returns
     -------
     numpy.ndarray
-        The reconstruction, of ``x``'s shape, in the precision of the
-        arithmetic: float32 for float16 or float32 ``x``, float64 for float64.
+        The reconstruction, of ``x``'s shape and floating dtype, as
+        :func:`qlib.fake_quantize` returns it.
 
     Raises
     ------
@@ -223,8 +233,4 @@ def fake_quantize_stochastic(x, scale, zero_point=0, *, bits=8, signed=True, rng
     >>> fake_quantize_stochastic(x, 0.25, bits=4, rng=rng)
     array([0.  , 0.  , 0.25, 0.  , 1.75], dtype=float32)
     """
-    q, s, z, _qmin, _qmax = _quantize_sr(x, scale, zero_point, bits, signed, rng)
-    if z is not None:
-        q -= z
-    q *= s
-    return q
+    return _stochastic("fake_quantize_stochastic", x, scale, zero_point, bits, signed, rng, dequantize=True)

@@ -1,8 +1,8 @@
 r"""The uniform affine quantizer: ONNX ``QuantizeLinear`` / ``DequantizeLinear``.
 
 A real number :math:`x` is stored as an integer code :math:`q` on a grid of
-:math:`2^b` consecutive integers :math:`[q_{min}, q_{max}]`, with a real
-*scale* :math:`s > 0` and an integer *zero point* :math:`z` on the grid:
+consecutive integers :math:`[q_{min}, q_{max}]`, with a real *scale*
+:math:`s > 0` and an integer *zero point* :math:`z` on the grid:
 
 .. math::
 
@@ -13,13 +13,18 @@ A real number :math:`x` is stored as an integer code :math:`q` on a grid of
 
 - The grid is :math:`[-2^{b-1}, 2^{b-1} - 1]` for ``signed=True`` and
   :math:`[0, 2^b - 1]` for ``signed=False``, with ``bits`` :math:`b` from 2 to
-  16. The codes are returned in the smallest numpy integer type that holds the
-  grid: ``int8``/``uint8`` up to 8 bits, ``int16``/``uint16`` above.
+  16; ``narrow_range=True`` drops the lowest code (:math:`[-(2^{b-1}-1),
+  2^{b-1}-1]`, or :math:`[1, 2^b - 1]` unsigned), see
+  :func:`qlib.integer_range`. The codes are returned in the smallest numpy
+  integer type that holds the grid: ``int8``/``uint8`` up to 8 bits,
+  ``int16``/``uint16`` above.
 - ``round`` is **round half to even** (``np.rint``: 0.5 -> 0, 1.5 -> 2,
   2.5 -> 2, -0.5 -> 0), the IEEE default, as in ONNX, PyTorch and TensorFlow.
-- :math:`x / s` is a true **division** done in the precision of ``x``
-  (``float32`` input: ``float32`` division with the scale rounded to
-  ``float32``), as the ONNX specification defines it. Multiplying by a
+- :math:`x / s` is a true **division** done in the precision of ``x``, as the
+  ONNX specification defines it: float32 input divides in float32 with the
+  scale rounded to float32, float64 in float64, and float16 in float16 (the
+  scale rounded to float16, the quotient rounded to float16 before it is
+  rounded to an integer, as ONNX's ``x / y_scale``). Multiplying by a
   precomputed :math:`1/s`, as PyTorch's kernels do, is a second rounding and
   differs by one code on rare inputs: in ``float32``, ``x = 0.273939937`` with
   ``s = 0.00214854861`` gives 127 by division but 128 by multiplication.
@@ -28,9 +33,7 @@ A real number :math:`x` is stored as an integer code :math:`q` on a grid of
 - :math:`z` is added **after** rounding; ``round(x/s + z)`` would differ on
   ties when :math:`z` is odd.
 - ``x`` must be a finite floating-point array (integer input is a
-  ``TypeError``: convert it first). float16 is computed in float32.
-  ``bits=1`` is refused: a signed 1-bit grid would be :math:`\{-1, 0\}`, not
-  sign quantization.
+  ``TypeError``: convert it first).
 
 Three granularities share these formulas and differ only in which elements
 share one :math:`(s, z)` pair:
@@ -48,12 +51,21 @@ per-group, or block (``axis=k, group_size=g``)
     last group is shorter when ``g`` does not divide :math:`n`. Element
     ``x[..., i, ...]`` uses ``scale[..., i // g, ...]``.
 
-In every granularity a 0-d ``scale`` or ``zero_point`` is shared by all
-elements (ONNX: "a scalar ``y_scale`` means per-tensor, ``axis`` is then
-ignored"), so ``zero_point=0`` works everywhere. ``group_size`` without
-``axis`` is an error (there is no default axis to group along).
-:func:`qlib.calibrate` chooses ``scale`` and ``zero_point`` in the shapes
-these functions expect.
+In every granularity a ``scale`` or ``zero_point`` with a single element
+(shape ``()`` or ``(1,)``) is shared by all elements (ONNX: "a scalar
+``y_scale`` means per-tensor, ``axis`` is then ignored"), so ``zero_point=0``
+works everywhere. ``group_size`` without ``axis`` is an error (there is no
+default axis to group along).
+
+**Two ways to call.** Either the ONNX arguments, ``quantize(x, scale,
+zero_point, bits=..., signed=..., narrow_range=..., axis=...,
+group_size=...)``, which by default use the *full* grid (``bits=8`` alone is
+:math:`[-128, 127]`), or a :class:`qlib.Quantizer` in place of ``scale``,
+``quantize(x, quantizer)``, which carries its grid and granularity: this is
+what :func:`qlib.calibrate` returns, and the only way to be sure the codes use
+the grid the scale was chosen for (a symmetric calibration's narrow grid, for
+instance). Passing a quantizer together with any of the other arguments is a
+``TypeError``.
 
 The functions work block by block (256 Ki elements at a time, in the
 processor's cache) and write into the output directly, so quantizing needs no
@@ -63,489 +75,20 @@ copied), and takes little more than the time of one ``np.copy`` of ``x``.
 
 from __future__ import annotations
 
-import math
-from contextlib import contextmanager
-from dataclasses import dataclass
+import re
 
 import numpy as np
 
-from qlib.core.grid import integer_range, smallest_int_dtype
-from qlib.core.validation import as_float_array, check_axis, check_int
+from qlib.core.fake_quant import dequantize_codes, fake_quantize_into, prepare_call, quantize_codes
+from qlib.core.grid import Default, grid_arguments, integer_range, smallest_int_dtype
+from qlib.core.layout import as_scale, as_zero_point, c_contiguous, make_layout, param
+from qlib.core.validation import as_int_array
 
 __all__ = ["quantize", "dequantize", "fake_quantize"]
 
-#: Elements processed at a time: 256 Ki elements, 1 MiB of float32, small
-#: enough to stay in cache, so that the passes of the kernel (divide, round,
-#: add, clip, convert) cost one trip to main memory, and large enough that
-#: numpy's per-call overhead is negligible.
-_BLOCK = 1 << 18
 
-#: Inner-loop length below which a per-channel scale is expanded to a flat
-#: array rather than broadcast (numpy's per-inner-loop overhead dominates
-#: short inner loops).
-_MIN_BROADCAST = 128
-
-_MIN_BITS, _MAX_BITS = 2, 16
-
-
-# ---------------------------------------------------------------------------
-# Validation helpers (private; shared with qlib.calibration)
-# ---------------------------------------------------------------------------
-
-
-def _check_bool(value, name: str) -> bool:
-    if not isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"{name} must be True or False, got {type(value).__name__} {value!r}")
-    return bool(value)
-
-
-def _check_bits(bits) -> int:
-    return check_int(bits, "bits", _MIN_BITS, _MAX_BITS)
-
-
-def _compute_dtype(dtype: np.dtype) -> np.dtype:
-    """The float type the arithmetic runs in: float16 is computed in float32."""
-    return np.promote_types(dtype, np.float32)
-
-
-def _float_input(x, name: str = "x") -> tuple[np.ndarray, bool]:
-    """Return ``(array, checked)``; ``checked`` is False when the finiteness
-    check is left to the blocked kernel.
-
-    ``as_float_array`` checks finiteness with a full-size temporary, which
-    costs two thirds of an ``np.copy`` of ``x``; for large float32/float64
-    input (which is non-empty and of a valid dtype by construction) the check
-    is instead done block by block inside the kernel, where the block is
-    already in cache. Everything else goes through ``as_float_array``.
-    """
-    arr = np.asarray(x)
-    if arr.dtype in (np.float32, np.float64) and arr.size > _BLOCK:
-        return _c_contiguous(arr), False
-    return _c_contiguous(as_float_array(arr, name, allow_int=False)), True
-
-
-def _c_contiguous(arr: np.ndarray) -> np.ndarray:
-    """``arr`` itself if C-contiguous, else a C-contiguous copy (0-d stays 0-d,
-    unlike ``np.ascontiguousarray``)."""
-    return arr if arr.flags.c_contiguous else arr.copy(order="C")
-
-
-def _check_block_finite(xb: np.ndarray, x_full: np.ndarray, name: str) -> None:
-    """Raise (through ``as_float_array``) if ``xb`` holds NaN or inf.
-
-    ``dot(xb, xb)`` is one cheap BLAS pass that is non-finite whenever ``xb``
-    holds a NaN or an infinity; it can also overflow on huge finite values,
-    hence the exact re-check before raising.
-    """
-    flat = xb.reshape(-1)
-    if not math.isfinite(float(np.dot(flat, flat))) and not np.isfinite(flat).all():
-        as_float_array(x_full, name, allow_int=False)  # raises with the standard message
-
-
-def _real_array(value, name: str) -> np.ndarray:
-    arr = np.asarray(value)
-    if arr.dtype == np.bool_ or not (
-        np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)
-    ):
-        raise TypeError(f"{name} must be a real number or an array of them, got dtype {arr.dtype}")
-    if arr.size == 0:
-        raise ValueError(f"{name} must not be empty, got shape {arr.shape}")
-    return arr
-
-
-def _as_scale(scale, dtype: np.dtype) -> np.ndarray:
-    """``scale`` as an array of ``dtype``, every entry positive and finite."""
-    arr = _real_array(scale, "scale")
-    if not np.all(np.isfinite(arr)):
-        raise ValueError("scale must be finite, got NaN or infinite value(s)")
-    if not np.all(arr > 0):
-        raise ValueError(f"scale must be positive, got minimum {arr.min()!r}")
-    with np.errstate(all="ignore"):
-        s = arr.astype(dtype)
-    if not (np.all(s > 0) and np.all(np.isfinite(s))):
-        raise ValueError(
-            f"scale must be positive and finite in {np.dtype(dtype).name}, the precision of "
-            f"the computation; got values from {arr.min()!r} to {arr.max()!r}"
-        )
-    return s
-
-
-def _as_zero_point(zero_point, lo: int, hi: int, grid: str) -> np.ndarray:
-    """``zero_point`` as an integer array with every entry in ``[lo, hi]``."""
-    arr = np.asarray(zero_point)
-    if arr.dtype == np.bool_ or not np.issubdtype(arr.dtype, np.integer):
-        raise TypeError(
-            f"zero_point must be an integer or an integer array, got dtype {arr.dtype}"
-        )
-    if arr.size == 0:
-        raise ValueError(f"zero_point must not be empty, got shape {arr.shape}")
-    zmin, zmax = int(arr.min()), int(arr.max())
-    if zmin < lo or zmax > hi:
-        bad = zmin if zmin < lo else zmax
-        raise ValueError(f"zero_point must lie in the {grid} [{lo}, {hi}], got {bad}")
-    return arr
-
-
-@dataclass(frozen=True)
-class _Layout:
-    """Which elements share a (scale, zero_point) pair.
-
-    ``x`` is viewed as a C-contiguous 3-D array ``(pre, n, post)`` with ``n``
-    the length of the quantization axis (``pre = post = 1`` per-tensor).
-    """
-
-    kind: str  # "tensor", "channel" or "group"
-    shape: tuple[int, ...]
-    axis: int | None = None
-    group_size: int | None = None
-    pre: int = 1
-    n: int = 1
-    post: int = 1
-
-    @property
-    def n_groups(self) -> int:
-        return -(-self.n // self.group_size)
-
-    @property
-    def param_shape(self) -> tuple[int, ...]:
-        """Shape of a non-scalar scale/zero point."""
-        if self.kind == "tensor":
-            return ()
-        if self.kind == "channel":
-            return (self.n,)
-        shape = list(self.shape)
-        shape[self.axis] = self.n_groups
-        return tuple(shape)
-
-    @property
-    def param_shape3(self) -> tuple[int, ...]:
-        """Canonical internal shape of a non-scalar scale/zero point."""
-        if self.kind == "channel":
-            return (self.n,)
-        return (self.pre, self.n_groups, self.post)
-
-
-def _layout(shape: tuple[int, ...], axis, group_size) -> _Layout:
-    gs = None if group_size is None else check_int(group_size, "group_size", 1)
-    if axis is None:
-        if gs is not None:
-            raise ValueError(
-                "group_size needs an axis: pass axis=k to quantize groups of "
-                f"{gs} consecutive elements along axis k"
-            )
-        size = math.prod(shape)
-        return _Layout("tensor", tuple(shape), pre=1, n=size, post=1)
-    ax = check_axis(axis, len(shape))
-    pre = math.prod(shape[:ax])
-    post = math.prod(shape[ax + 1 :])
-    kind = "channel" if gs is None else "group"
-    return _Layout(kind, tuple(shape), ax, gs, pre, shape[ax], post)
-
-
-def _param(arr: np.ndarray, layout: _Layout, name: str):
-    """Return a scalar (numpy scalar) or an array of ``layout.param_shape3``."""
-    if arr.ndim == 0 or (layout.kind == "tensor" and arr.shape == (1,)):
-        return arr.reshape(())[()]
-    expected = layout.param_shape
-    if layout.kind == "tensor":
-        raise ValueError(
-            f"{name} must be a scalar for per-tensor quantization (axis=None), got shape "
-            f"{arr.shape}; pass axis=... for one {name} per channel"
-        )
-    if arr.shape != expected:
-        if layout.kind == "channel":
-            what = f"one entry per index along axis {layout.axis}"
-        else:
-            what = (
-                f"dimension {layout.axis} holding ceil({layout.n}/{layout.group_size}) = "
-                f"{layout.n_groups} groups"
-            )
-        raise ValueError(
-            f"{name} must be a scalar or have shape {expected} ({what}), got shape {arr.shape}"
-        )
-    return np.ascontiguousarray(arr.reshape(layout.param_shape3))
-
-
-def _params(layout: _Layout, scale, zero_point, dtype, zlo: int, zhi: int, grid: str):
-    """Validated (scale, zero_point) in the computation dtype; zero_point is
-    ``None`` when it is zero everywhere."""
-    s = _param(_as_scale(scale, dtype), layout, "scale")
-    zarr = _as_zero_point(zero_point, zlo, zhi, grid)
-    z = _param(zarr, layout, "zero_point")
-    if not np.any(zarr):
-        z = None
-    elif isinstance(z, np.ndarray):
-        z = z.astype(dtype)
-    else:
-        z = np.dtype(dtype).type(z)
-    return s, z
-
-
-# ---------------------------------------------------------------------------
-# Blocked evaluation
-# ---------------------------------------------------------------------------
-
-
-@contextmanager
-def _fp_config(layout: _Layout):
-    """Silence float overflow (a tiny scale saturates) and, when blocks are
-    rows of length ``Q`` with one scale per row, shrink numpy's ufunc buffer
-    to at most ``Q``: with the default 8192 the iterator copies short rows
-    into buffers to join them, which halves the speed of the division."""
-    Q = layout.post
-    small_rows = layout.kind != "tensor" and Q < np.getbufsize() and Q >= 16 and Q <= _BLOCK < layout.n * Q
-    with np.errstate(over="ignore", under="ignore"):
-        if not small_rows:
-            yield
-            return
-        old = np.setbufsize(Q // 16 * 16)
-        try:
-            yield
-        finally:
-            np.setbufsize(old)
-
-
-def _expand_groups(arr: np.ndarray, g: int, n0: int, n1: int, axis: int) -> np.ndarray:
-    """Entries ``n0:n1`` along ``axis`` of ``arr`` repeated ``g`` times along it."""
-    g0, g1 = n0 // g, (n1 - 1) // g + 1
-    index = (slice(None),) * axis
-    rep = np.repeat(arr[index + (slice(g0, g1),)], g, axis=axis)
-    off = n0 - g0 * g
-    return rep[index + (slice(off, off + n1 - n0),)]
-
-
-def _group_runs(N: int, g: int, k: int):
-    """Split ``range(N)`` into blocks of at most ``max(k, g)`` rows made of whole
-    groups of ``g`` rows, or of pieces of one group when ``k < g``.
-
-    Yield ``(n0, n1, g0, ng, r)``: rows ``n0:n1`` are ``ng`` groups from group
-    ``g0`` on, of ``r`` rows each.
-    """
-    full = N // g
-    if k >= g:
-        m = k // g
-        for g0 in range(0, full, m):
-            ng = min(m, full - g0)
-            yield g0 * g, (g0 + ng) * g, g0, ng, g
-        if N % g:
-            yield full * g, N, full, 1, N - full * g
-    else:
-        for g0 in range(-(-N // g)):
-            end = min((g0 + 1) * g, N)
-            for n0 in range(g0 * g, end, k):
-                n1 = min(n0 + k, end)
-                yield n0, n1, g0, 1, n1 - n0
-
-
-def _blocks(layout: _Layout, params):
-    """Yield ``(a, b, shape, pblocks)``: the flat range ``[a, b)`` of a block,
-    the shape to view it in, and each parameter broadcastable to that shape.
-
-    Scalars pass through unchanged; arrays are cut (and expanded for groups)
-    so that every inner loop is either long or contiguous.
-    """
-    block = _BLOCK
-    P, N, Q = layout.pre, layout.n, layout.post
-    size = P * N * Q
-    arrays = [isinstance(p, np.ndarray) for p in params]
-    if not any(arrays):
-        for a in range(0, size, block):
-            b = min(a + block, size)
-            yield a, b, (b - a,), params
-        return
-    channel = layout.kind == "channel"
-    g = layout.group_size
-    R = N * Q  # elements per index of the leading dimensions
-    if R <= block:
-        # Whole (n, post) slabs per block.
-        k = min(block // R, P)
-        if channel:
-            # The pattern repeats every R elements: expand it once.
-            pats = [np.tile(np.repeat(p, Q), k) if isa else p for p, isa in zip(params, arrays)]
-        for p0 in range(0, P, k):
-            p1 = min(p0 + k, P)
-            a, b = p0 * R, p1 * R
-            if channel:
-                yield a, b, (b - a,), [pt[: b - a] if isa else pt for pt, isa in zip(pats, arrays)]
-            else:
-                yield a, b, (p1 - p0, N, Q), [
-                    _expand_groups(p[p0:p1], g, 0, N, 1) if isa else p
-                    for p, isa in zip(params, arrays)
-                ]
-    elif Q <= block:
-        # Within one leading index: runs of whole rows of length Q, each row
-        # sharing one scale (per-channel) or one row of scales (per-group).
-        k = block // Q
-        for p in range(P):
-            base = p * R
-            if channel:
-                for n0 in range(0, N, k):
-                    n1 = min(n0 + k, N)
-                    pbs = []
-                    for prm, isa in zip(params, arrays):
-                        if not isa:
-                            pbs.append(prm)
-                        elif Q >= _MIN_BROADCAST:
-                            pbs.append(prm[n0:n1, None])
-                        else:
-                            pbs.append(np.repeat(prm[n0:n1], Q).reshape(n1 - n0, Q))
-                    yield base + n0 * Q, base + n1 * Q, (n1 - n0, Q), pbs
-            else:
-                for n0, n1, g0, ng, r in _group_runs(N, g, k):
-                    pbs = [prm[p, g0 : g0 + ng, None, :] if isa else prm for prm, isa in zip(params, arrays)]
-                    yield base + n0 * Q, base + n1 * Q, (ng, r, Q), pbs
-    else:
-        # Rows longer than a block: chunks of one row.
-        for p in range(P):
-            for n in range(N):
-                base = (p * N + n) * Q
-                for q0 in range(0, Q, block):
-                    q1 = min(q0 + block, Q)
-                    pbs = []
-                    for prm, isa in zip(params, arrays):
-                        if not isa:
-                            pbs.append(prm)
-                        elif channel:
-                            pbs.append(prm[n])
-                        else:
-                            pbs.append(prm[p, n // g, q0:q1])
-                    yield base + q0, base + q1, (q1 - q0,), pbs
-
-
-#: Round-to-integer constants: for ``|t| < 2**(p-2)``, ``t + 1.5 * 2**(p-1)``
-#: (p = 24 or 53 significand bits) lands where the float spacing is exactly 1,
-#: so the addition itself rounds ``t`` half to even, and the bit pattern of the
-#: sum, read as an integer, is ``MAGIC_BITS + round(t)``.
-_MAGIC = {
-    np.dtype(np.float32): (np.float32(1.5 * 2.0**23), np.dtype(np.int32), 0x4B400000),
-    np.dtype(np.float64): (np.float64(1.5 * 2.0**52), np.dtype(np.int64), 0x4338000000000000),
-}
-
-
-def _quantize_into(xf, out, layout, s, z, qmin, qmax, checked, x_full, dtype):
-    """Quantize flat ``xf`` into flat integer ``out``.
-
-    float32/float64 use the "magic number" round: per block, ``t = x / s``
-    (the division), ``u = t + 1.5 * 2**23`` (rounds half to even, as
-    ``np.rint``), plus ``z`` (exact); then ``u``'s bits are clipped as
-    integers, which for positive floats order as the floats do, and every
-    float beyond the grid (as well as any negative one, when ``t`` is hugely
-    negative) lands past one end, so saturation is exact. The low 8 or 16
-    bits of ``MAGIC_BITS + q`` are ``q``: a plain narrowing cast stores them.
-    This saves a rounding pass and replaces the slow float clip and
-    float-to-int conversion by their integer counterparts. An even scalar
-    ``z`` is folded into the constant (the sum stays even, so ties still
-    round to even); an odd one leaves 1 to add to the narrow codes, modulo
-    ``2**bits``. Other float types use ``np.rint`` and a float clip.
-    """
-    dtype = np.dtype(dtype)
-    tmp = np.empty(min(_BLOCK, xf.size), dtype=dtype)
-    magic = _MAGIC.get(dtype)
-    if magic is None:
-        lo, hi = dtype.type(qmin), dtype.type(qmax)
-        with _fp_config(layout):
-            for a, b, shape, (sb, zb) in _blocks(layout, (s, z)):
-                xb = xf[a:b].reshape(shape)
-                if not checked:
-                    _check_block_finite(xb, x_full, "x")
-                t = tmp[: b - a].reshape(shape)
-                np.divide(xb, sb, out=t)
-                np.rint(t, out=t)
-                if zb is not None:
-                    np.add(t, zb, out=t)
-                t.clip(lo, hi, out=t)
-                np.copyto(out[a:b].reshape(shape), t, casting="unsafe")
-        return
-    m, itype, m_bits = magic
-    if z is None or isinstance(z, np.ndarray):
-        z_odd, shift, z_arr = 0, m, z
-    else:
-        zi = int(z)
-        z_odd = zi & 1
-        shift, z_arr = dtype.type(m + (zi - z_odd)), None
-    ilo, ihi = itype.type(m_bits + qmin - z_odd), itype.type(m_bits + qmax - z_odd)
-    with _fp_config(layout):
-        for a, b, shape, (sb, zb) in _blocks(layout, (s, z_arr)):
-            xb = xf[a:b].reshape(shape)
-            if not checked:
-                _check_block_finite(xb, x_full, "x")
-            t = tmp[: b - a].reshape(shape)
-            np.divide(xb, sb, out=t)
-            np.add(t, shift, out=t)
-            if zb is not None:
-                np.add(t, zb, out=t)
-            ti = t.view(itype)
-            ti.clip(ilo, ihi, out=ti)
-            ob = out[a:b].reshape(shape)
-            np.copyto(ob, ti, casting="unsafe")
-            if z_odd:
-                np.add(ob, 1, out=ob)
-
-
-def _fake_quantize_into(xf, out, layout, s, z, qmin, qmax, checked, x_full, dtype):
-    """Quantize and dequantize flat ``xf`` into flat float ``out``, in place."""
-    lo, hi = np.dtype(dtype).type(qmin), np.dtype(dtype).type(qmax)
-    with _fp_config(layout):
-        for a, b, shape, (sb, zb) in _blocks(layout, (s, z)):
-            xb = xf[a:b].reshape(shape)
-            if not checked:
-                _check_block_finite(xb, x_full, "x")
-            t = out[a:b].reshape(shape)
-            np.divide(xb, sb, out=t)
-            np.rint(t, out=t)
-            if zb is not None:
-                np.add(t, zb, out=t)
-                t.clip(lo, hi, out=t)
-                np.subtract(t, zb, out=t)
-            else:
-                t.clip(lo, hi, out=t)
-            np.multiply(t, sb, out=t)
-
-
-def _dequantize_into(qf, out, layout, s, z):
-    """Dequantize flat integer ``qf`` into flat float ``out``, in place.
-
-    Codes of up to 16 bits convert to float32 exactly and ``q - z`` (at most
-    2**17 in magnitude) is exact in float32, so this equals ONNX's int32
-    subtraction followed by a conversion. Wider codes are subtracted in
-    float64 (exact up to 2**52) and then rounded to float32; ``z`` is then
-    float64.
-    """
-    wide = qf.dtype.itemsize > 2
-    with _fp_config(layout):
-        for a, b, shape, (sb, zb) in _blocks(layout, (s, z)):
-            qb = qf[a:b].reshape(shape)
-            t = out[a:b].reshape(shape)
-            if wide:
-                d = qb.astype(np.float64)
-                if zb is not None:
-                    d -= zb
-                np.copyto(t, d, casting="same_kind")
-            else:
-                np.copyto(t, qb, casting="unsafe")
-                if zb is not None:
-                    np.subtract(t, zb, out=t)
-            np.multiply(t, sb, out=t)
-
-
-def _prepare(x, scale, zero_point, bits, signed, axis, group_size):
-    xa, checked = _float_input(x, "x")
-    b = _check_bits(bits)
-    sg = _check_bool(signed, "signed")
-    layout = _layout(xa.shape, axis, group_size)
-    qmin, qmax = integer_range(b, sg)
-    dtype = _compute_dtype(xa.dtype)
-    grid = f"{b}-bit {'signed' if sg else 'unsigned'} grid"
-    s, z = _params(layout, scale, zero_point, dtype, qmin, qmax, grid)
-    return xa, checked, layout, qmin, qmax, dtype, s, z
-
-
-# ---------------------------------------------------------------------------
-# Public API
-# ---------------------------------------------------------------------------
-
-
-def quantize(x, scale, zero_point=0, *, bits=8, signed=True, axis=None, group_size=None):
+def quantize(x, scale, zero_point=Default(0), *, bits=Default(8), signed=Default(True),
+             narrow_range=Default(False), axis=Default(None), group_size=Default(None)):
     r"""Quantize ``x`` to integer codes, as ONNX ``QuantizeLinear``.
 
     :math:`q = \operatorname{clip}(\operatorname{round}(x / s) + z, q_{min}, q_{max})`
@@ -555,15 +98,15 @@ def quantize(x, scale, zero_point=0, *, bits=8, signed=True, axis=None, group_si
     ----------
     x : array_like of float
         The values to quantize: a finite, non-empty floating-point array.
-        float32 and float64 are computed in their own precision, float16 in
-        float32. Integer input is refused (convert it first).
-    scale : float or array_like of float
+        float16, float32 and float64 are divided in their own precision.
+        Integer input is refused (convert it first).
+    scale : float, array_like of float, or Quantizer
         The step :math:`s > 0` between consecutive codes; rounded to the
-        precision of the computation (float32 for float32 ``x``), where it
-        must still be positive and finite. A scalar for every granularity, or
-        per-channel an array of shape ``(x.shape[axis],)``, or per-group the
-        shape of ``x`` with ``x.shape[axis]`` replaced by
-        ``ceil(x.shape[axis] / group_size)``.
+        precision of ``x`` (float32 for float32 ``x``), where it must still be
+        positive and finite. A scalar for every granularity, or per-channel an
+        array of shape ``(x.shape[axis],)``, or per-group the shape of ``x``
+        with ``x.shape[axis]`` replaced by ``ceil(x.shape[axis] / group_size)``.
+        Or a :class:`~qlib.Quantizer`, which then supplies every other argument.
     zero_point : int or array_like of int, default 0
         The code :math:`z` that represents the real 0; integers on the grid.
         A scalar, or an array of the same shape as a non-scalar ``scale``.
@@ -571,6 +114,8 @@ def quantize(x, scale, zero_point=0, *, bits=8, signed=True, axis=None, group_si
         Width of the integer grid, from 2 to 16.
     signed : bool, default True
         Grid :math:`[-2^{b-1}, 2^{b-1}-1]` if true, :math:`[0, 2^b - 1]` if false.
+    narrow_range : bool, default False
+        Drop the lowest code: :math:`[-(2^{b-1}-1), 2^{b-1}-1]` or :math:`[1, 2^b - 1]`.
     axis : int, optional
         The channel axis for per-channel or per-group quantization;
         ``None`` (default) is per-tensor. Negative values count from the end.
@@ -589,7 +134,8 @@ def quantize(x, scale, zero_point=0, *, bits=8, signed=True, axis=None, group_si
     TypeError
         If ``x`` or ``scale`` is not real, ``x`` is an integer array,
         ``zero_point`` is not an integer, ``bits``, ``axis`` or ``group_size``
-        is not an integer, or ``signed`` is not a bool.
+        is not an integer, ``signed`` or ``narrow_range`` is not a bool, or a
+        Quantizer comes with other grid arguments.
     ValueError
         If ``x`` is empty or holds NaN or inf; ``scale`` is not positive and
         finite; ``zero_point`` is off the grid; ``bits`` is outside [2, 16];
@@ -611,6 +157,8 @@ def quantize(x, scale, zero_point=0, *, bits=8, signed=True, axis=None, group_si
     >>> x = np.array([0.5, 1.5, 2.5, -0.5, -1.5, 200.0, -200.0], dtype=np.float32)
     >>> quantize(x, 1.0)
     array([   0,    2,    2,    0,   -2,  127, -128], dtype=int8)
+    >>> quantize(x, 1.0, narrow_range=True)[-1]
+    np.int8(-127)
 
     An unsigned 4-bit grid [0, 15] with zero point 8 stores [-0.8, 0.7]:
 
@@ -626,25 +174,53 @@ def quantize(x, scale, zero_point=0, *, bits=8, signed=True, axis=None, group_si
     >>> quantize(w, np.array([[0.1, 0.1], [10.0, 1.0]]), axis=1, group_size=2)
     array([[ 1, -2,  3],
            [ 1, -2, 30]], dtype=int8)
+
+    With a :class:`~qlib.Quantizer` (here a symmetric 4-bit calibration, whose
+    grid is the narrow [-7, 7]):
+
+    >>> from qlib import calibrate
+    >>> quantize(w, calibrate(w, bits=4, symmetric=True, axis=0))
+    array([[ 2, -5,  7],
+           [ 2, -5,  7]], dtype=int8)
     """
-    xa, checked, layout, qmin, qmax, dtype, s, z = _prepare(
-        x, scale, zero_point, bits, signed, axis, group_size
-    )
-    out = np.empty(xa.shape, dtype=smallest_int_dtype(qmin, qmax))
-    _quantize_into(xa.reshape(-1), out.reshape(-1), layout, s, z, qmin, qmax, checked, xa, dtype)
-    return out
+    job = prepare_call("quantize", x, scale, zero_point=zero_point, bits=bits, signed=signed,
+                       narrow_range=narrow_range, axis=axis, group_size=group_size)
+    return quantize_codes(job, np.empty(job.x.shape, dtype=smallest_int_dtype(job.qmin, job.qmax)))
 
 
-def dequantize(q, scale, zero_point=0, *, axis=None, group_size=None):
+def _codes(q) -> tuple[np.ndarray, int, int]:
+    """``q`` as an integer array, with the range of its original dtype (the
+    ``ml_dtypes`` types ``int4``, ``uint4``, ``int2``, ``uint2`` are widened
+    to 8 bits but keep their own range)."""
+    name = np.asarray(q).dtype.name
+    try:
+        qa = as_int_array(q, "q")
+    except TypeError:
+        raise TypeError(f"q must be an integer array of codes (e.g. from quantize), got dtype {name}") from None
+    if qa.size == 0:
+        raise ValueError(f"q must not be empty, got shape {qa.shape}")
+    narrow = re.fullmatch(r"(u?)int([24])", name)
+    if narrow:
+        lo, hi = integer_range(int(narrow.group(2)), signed=not narrow.group(1))
+    else:
+        info = np.iinfo(qa.dtype)
+        lo, hi = int(info.min), int(info.max)
+    return c_contiguous(qa), lo, hi
+
+
+def dequantize(q, scale, zero_point=Default(0), *, axis=Default(None), group_size=Default(None)):
     r"""Map integer codes back to reals, as ONNX ``DequantizeLinear``: :math:`(q - z)\,s`.
 
     Parameters
     ----------
     q : array_like of int
-        The codes, a non-empty integer array (typically from :func:`quantize`).
-    scale : float or array_like of float
+        The codes, a non-empty integer array (typically from :func:`quantize`);
+        ``ml_dtypes`` arrays of ``int4``, ``uint4``, ``int2``, ``uint2`` (as
+        ONNX's test data hold them) are accepted.
+    scale : float, array_like of float, or Quantizer
         The scale(s) used to quantize, in the shapes :func:`quantize` takes;
-        rounded to float32, where they must be positive and finite.
+        rounded to float32, where they must be positive and finite. Or the
+        :class:`~qlib.Quantizer` used to quantize (alone).
     zero_point : int or array_like of int, default 0
         The zero point(s) used to quantize, in the range of ``q``'s dtype.
     axis : int, optional
@@ -656,19 +232,26 @@ def dequantize(q, scale, zero_point=0, *, axis=None, group_size=None):
     -------
     numpy.ndarray of float32
         :math:`(q - z) s` with the shape of ``q``. The difference
-        :math:`q - z` is formed exactly (not in ``q``'s dtype, where an
-        ``int8`` subtraction would overflow), then multiplied by the float32
-        scale: one rounding, as in ONNX.
+        :math:`q - z` is always formed exactly, never in ``q``'s dtype (where
+        an ``int8`` subtraction would overflow). For codes of up to 16 bits it
+        is exact in float32 and the product with the float32 scale is the one
+        rounding, as in ONNX. For wider codes (``int32``, ``int64``, ...) it
+        is formed in int64, converted to float64 (exact while
+        :math:`|q - z| \le 2^{53}`), multiplied by the scale in float64
+        (exact while :math:`|q - z| < 2^{29}`, so that the final rounding to
+        float32 is then the only one) and rounded to float32.
 
     Raises
     ------
     TypeError
         If ``q`` is not an integer array, ``scale`` is not real or
-        ``zero_point`` is not an integer.
+        ``zero_point`` is not an integer, or a Quantizer comes with other
+        arguments.
     ValueError
         If ``q`` is empty, ``scale`` is not positive and finite,
-        ``zero_point`` lies outside the range of ``q``'s dtype, ``axis`` or
-        ``group_size`` is invalid, or the shapes do not match.
+        ``zero_point`` lies outside the range of ``q``'s dtype, :math:`q - z`
+        could leave the int64 range, ``axis`` or ``group_size`` is invalid,
+        or the shapes do not match.
 
     Examples
     --------
@@ -678,47 +261,51 @@ def dequantize(q, scale, zero_point=0, *, axis=None, group_size=None):
     >>> dequantize(np.array([[1, -2], [3, 4]], dtype=np.int8), np.array([0.5, 2.0]), axis=1)
     array([[ 0.5, -4. ],
            [ 1.5,  8. ]], dtype=float32)
+    >>> big = np.array([2**62 + 3], dtype=np.int64)  # q - z = 3, exactly
+    >>> dequantize(big, 1.0, 2**62)
+    array([3.], dtype=float32)
     """
-    qa = np.asarray(q)
-    if qa.dtype == np.bool_ or not np.issubdtype(qa.dtype, np.integer):
-        raise TypeError(
-            f"q must be an integer array of codes (e.g. from quantize), got dtype {qa.dtype}"
-        )
-    if qa.size == 0:
-        raise ValueError(f"q must not be empty, got shape {qa.shape}")
-    qa = _c_contiguous(qa)
-    layout = _layout(qa.shape, axis, group_size)
-    info = np.iinfo(qa.dtype)
-    s, z = _params(
-        layout, scale, zero_point, np.float32, int(info.min), int(info.max),
-        f"range of q's dtype {qa.dtype}",
-    )
-    if z is not None and qa.dtype.itemsize > 2:
-        z = _param(np.asarray(zero_point).astype(np.float64), layout, "zero_point")
-    out = np.empty(qa.shape, dtype=np.float32)
-    _dequantize_into(qa.reshape(-1), out.reshape(-1), layout, s, z)
-    return out
+    g = grid_arguments("dequantize", scale, zero_point=zero_point, axis=axis, group_size=group_size)
+    qa, lo, hi = _codes(q)
+    layout = make_layout(qa.shape, g["axis"], g["group_size"])
+    wide = qa.dtype.itemsize > 2
+    zarr = as_zero_point(g["zero_point"], lo, hi, f"range of q's dtype {np.asarray(q).dtype}")
+    s = param(as_scale(g["scale"], np.float32).astype(np.float64 if wide else np.float32), layout, "scale")
+    z = None
+    if np.any(zarr):
+        z = param(zarr.astype(np.int64 if wide else np.float32), layout, "zero_point")
+    if z is not None and wide:
+        dmin, dmax = int(qa.min()) - int(zarr.max()), int(qa.max()) - int(zarr.min())
+        if dmin < -(2**63) or dmax > 2**63 - 1:
+            raise ValueError(
+                f"q - zero_point must fit in int64 to be formed exactly: the codes span "
+                f"[{qa.min()}, {qa.max()}] and the zero points [{zarr.min()}, {zarr.max()}]"
+            )
+    return dequantize_codes(qa, np.empty(qa.shape, dtype=np.float32), layout, s, z)
 
 
-def fake_quantize(x, scale, zero_point=0, *, bits=8, signed=True, axis=None, group_size=None):
+def fake_quantize(x, scale, zero_point=Default(0), *, bits=Default(8), signed=Default(True),
+                  narrow_range=Default(False), axis=Default(None), group_size=Default(None)):
     r"""Quantize then dequantize: the value of ``x`` that the codes represent.
 
-    Equal to ``dequantize(quantize(x, ...), ...)`` computed in the precision
-    of ``x`` (without the intermediate integer array):
-    :math:`\hat x = (\operatorname{clip}(\operatorname{round}(x/s) + z, q_{min}, q_{max}) - z)\, s`.
+    :math:`\hat x = (\operatorname{clip}(\operatorname{round}(x/s) + z, q_{min}, q_{max}) - z)\, s`,
+    computed in the precision of ``x`` without the intermediate integer
+    array. This is the forward pass of quantization-aware training; its
+    backward pass is :func:`qlib.fake_quantize_backward`.
 
     Parameters
     ----------
-    x, scale, zero_point, bits, signed, axis, group_size
-        As in :func:`quantize`.
+    x, scale, zero_point, bits, signed, narrow_range, axis, group_size
+        As in :func:`quantize` (``scale`` may be a :class:`~qlib.Quantizer`).
 
     Returns
     -------
     numpy.ndarray
-        The reconstruction, of the shape of ``x``, in the precision the
-        arithmetic ran in: float32 for float16 or float32 ``x``, float64 for
-        float64 ``x`` (so ``fake_quantize`` of a float32 tensor equals
-        ``dequantize(quantize(...))`` bit for bit).
+        The reconstruction, of the shape and floating dtype of ``x``. For
+        float32 ``x`` it equals ``dequantize(quantize(x, ...), ...)`` bit for
+        bit, signs of zeros included (a small negative ``x`` gives ``0.0``,
+        not ``-0.0``). For float16 ``x`` it is :math:`(q - z)s` computed in
+        float32 with the float16 scale, then rounded to float16.
 
     Raises
     ------
@@ -728,13 +315,10 @@ def fake_quantize(x, scale, zero_point=0, *, bits=8, signed=True, axis=None, gro
     Examples
     --------
     >>> import numpy as np
-    >>> x = np.array([-1.0, 0.12, 0.26, 5.0], dtype=np.float32)
+    >>> x = np.array([-1.0, -0.1, 0.12, 0.26, 5.0], dtype=np.float32)
     >>> fake_quantize(x, 0.25, bits=4)
-    array([-1.  ,  0.  ,  0.25,  1.75], dtype=float32)
+    array([-1.  ,  0.  ,  0.  ,  0.25,  1.75], dtype=float32)
     """
-    xa, checked, layout, qmin, qmax, dtype, s, z = _prepare(
-        x, scale, zero_point, bits, signed, axis, group_size
-    )
-    out = np.empty(xa.shape, dtype=dtype)
-    _fake_quantize_into(xa.reshape(-1), out.reshape(-1), layout, s, z, qmin, qmax, checked, xa, dtype)
-    return out
+    job = prepare_call("fake_quantize", x, scale, zero_point=zero_point, bits=bits, signed=signed,
+                       narrow_range=narrow_range, axis=axis, group_size=group_size)
+    return fake_quantize_into(job, np.empty(job.x.shape, dtype=job.float_dtype))

@@ -155,3 +155,12 @@ def as_int_array(x, name: str) -> np.ndarray:
 
 #: ml_dtypes' sub-byte integer types, by dtype name, and the numpy type that holds them.
 _NARROW_INT_TYPES = {"int2": np.int8, "int4": np.int8, "uint2": np.uint8, "uint4": np.uint8}
+
+
+def check_bits(bits, name: str = "bits") -> int:
+    """Return ``bits`` as a Python int in [2, 16], the widths of qlib's integer grids.
+
+    ``bits=1`` is refused: a signed 1-bit grid would be ``{-1, 0}``, not sign
+    quantization.
+    """
+    return check_int(bits, name, 2, 16)

@@ -1,6 +1,10 @@
-"""Layer 3, whole-model algorithms on a mapping of named tensors: post-training
-quantization, pruning, knowledge distillation."""
+"""Layer 3, whole-model algorithms on a mapping of named tensors: which tensors are
+weights, post-training quantization and its storage, pruning, knowledge
+distillation."""
 
-from qlib.methods.ptq import *  # noqa: F401,F403
-from qlib.methods.pruning import *  # noqa: F401,F403
 from qlib.methods.distillation import *  # noqa: F401,F403
+from qlib.methods.params import *  # noqa: F401,F403
+from qlib.methods.pruning import *  # noqa: F401,F403
+from qlib.methods.ptq import *  # noqa: F401,F403
+from qlib.methods.storage import *  # noqa: F401,F403
+from qlib.methods.unit_pruning import *  # noqa: F401,F403

@@ -5,7 +5,8 @@ The other modules quantize one tensor. A model is a mapping of named tensors
 them), and comparing quantization methods on it needs two things per method
 and bit width: the *reconstructed* parameters, to measure accuracy, and the
 number of bytes the quantized model really occupies, to measure compression.
-:func:`~qlib.quantize_params` gives both for every method of the book:
+:func:`~qlib.quantize_params` gives both for every method of the book, each
+implemented by a function of its own:
 
 ``"integer"``
     the article's integer quantization (:func:`qlib.integer_quantize`) of
@@ -17,22 +18,21 @@ number of bytes the quantized model really occupies, to measure compression.
     (:func:`~qlib.best_frac_bits`);
 ``"mixed"``
     the article's mixed quantization as the book reads it
-    (:func:`qlib.mixed_quantize`): sub-integer for weight matrices, integer
-    for bias vectors, both in a ``bits``-wide word;
+    (:func:`qlib.mixed_quantize`): sub-integer for weights, integer for the
+    other tensors (biases), both in a ``bits``-wide word;
 ``"uniform"``
     the symmetric uniform quantizer of deployed systems
-    (:func:`qlib.calibrate`, :func:`qlib.quantize`) for weight matrices,
-    per tensor or per output channel, with min-max or MSE calibration; bias
-    vectors stay 32-bit, as in integer-only inference (Jacob et al. 2018),
-    where they become int32.
+    (:func:`qlib.calibrate`, :func:`qlib.quantize`) for weights, per tensor
+    or per output channel, with min-max or MSE calibration, on the grid the
+    calibration chose; the other tensors (biases) stay 32-bit, as in
+    integer-only inference (Jacob et al. 2018), where they become int32.
 
-A tensor with two or more dimensions is a *weight matrix*, a 1-D tensor a
-*bias vector*.
+Which tensors are weights is decided by :func:`qlib.is_weight` (two or more
+dimensions, a name not ending in ``".bias"``), the rule every method shares.
+:func:`~qlib.quantize_per_layer` gives each layer its own bit width.
 
-**Storage.** Codes are stored with :func:`qlib.pack`, which packs 1-, 2-, 4-
-and 8-bit codes, so a ``bits``-wide code occupies a slot of
-:func:`~qlib.storage_bits` bits: 3-bit codes take 4 bits and 5- to 7-bit codes take
-8, as in the formats deployed systems use (ONNX ``INT4`` and ``INT8``).
+**Storage.** Codes are stored with :func:`qlib.pack`, in slots of
+:func:`~qlib.storage_bits` bits, and counted by :func:`qlib.packed_nbytes`.
 Side information is counted too: the mean and standard deviation of the
 article's methods (two float32 per tensor), the scale(s) of the uniform
 quantizer (one float32 per tensor or per channel; the zero point is 0 by
@@ -44,61 +44,32 @@ their packed codes.
 from __future__ import annotations
 
 import glob
-from dataclasses import dataclass
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 import numpy as np
 
-from qlib.core.validation import as_float_array, check_int
-from qlib.core.calibration import calibrate
 from qlib.article.integer import integer_quantize
-from qlib.core.metrics import mse, size_bytes
 from qlib.article.mixed import mixed_quantize
-from qlib.core.packing import pack, unpack
 from qlib.article.subinteger import subinteger_quantize
+from qlib.core.calibration import calibrate
+from qlib.core.metrics import mse, size_bytes
+from qlib.core.packing import pack
 from qlib.core.uniform import dequantize, quantize
+from qlib.core.validation import as_float_array, check_bool, check_choice, check_int
+from qlib.methods.params import is_weight
+from qlib.methods.storage import pack_sparse, storage_bits
 
 __all__ = [
     "PTQResult",
-    "storage_bits",
     "best_frac_bits",
     "quantize_params",
-    "pack_sparse",
-    "unpack_sparse",
+    "quantize_per_layer",
 ]
 
 # The methods quantize_params accepts.
 PTQ_METHODS = ("integer", "subinteger", "mixed", "uniform")
 _CALIBRATIONS = ("minmax", "mse")
-
-
-def storage_bits(bits: int) -> int:
-    """Return the slot width :func:`qlib.pack` stores a ``bits``-wide code in: 1, 2, 4 or 8.
-
-    Parameters
-    ----------
-    bits : int
-        Code width, 1 to 8.
-
-    Returns
-    -------
-    int
-        The smallest of 1, 2, 4 and 8 that is at least ``bits``.
-
-    Raises
-    ------
-    TypeError
-        If ``bits`` is not an integer.
-    ValueError
-        If ``bits`` is outside [1, 8].
-
-    Examples
-    --------
-    >>> [storage_bits(b) for b in (2, 3, 4, 6, 8)]
-    [2, 4, 4, 8, 8]
-    """
-    b = check_int(bits, "bits", 1, 8)
-    return next(s for s in (1, 2, 4, 8) if s >= b)
 
 
 def best_frac_bits(x, bits: int) -> int:
@@ -186,13 +157,89 @@ class PTQResult:
                 f"tensors={len(self.params)}, nbytes={self.nbytes})")
 
 
-def _standardized_entry(t, result, slot, is_integer):
-    """Reconstruction, codes, bytes and detail of a result of the article's quantizers."""
-    packed = pack(result.codes, slot, signed=True)
-    nbytes = size_bytes(packed, np.float32(result.mean), np.float32(result.std))
-    kind = "integer" if is_integer else f"subinteger, frac_bits={result.frac_bits}"
-    recon = result.dequantize().astype(t.dtype, copy=False)
-    return recon, result.codes, nbytes, f"{kind}, {slot}-bit slots, mean and std as float32"
+def _check_tensors(params) -> dict[str, np.ndarray]:
+    if not isinstance(params, Mapping):
+        raise TypeError(f"params must be a mapping of name -> array, got {type(params).__name__}")
+    if len(params) == 0:
+        raise ValueError("params must not be empty")
+    tensors = {}
+    for name, t in params.items():
+        if not isinstance(name, str):
+            raise TypeError(f"params keys must be names (str), got {name!r}")
+        tensors[name] = as_float_array(t, f"params[{name!r}]", allow_int=False)
+    return tensors
+
+
+# ----------------------------------------------------------------------------
+# one function per method
+# ----------------------------------------------------------------------------
+
+
+def _quantize_article(tensors, bits: int, method: str, use_integer) -> PTQResult:
+    """The article's quantizers through :func:`qlib.mixed_quantize`.
+
+    Integer quantization where ``use_integer(name, tensor)``, sub-integer elsewhere.
+    """
+
+    def subinteger(t):
+        return subinteger_quantize(t, frac_bits=best_frac_bits(t, bits), bits=bits)
+
+    def integer(t):
+        return integer_quantize(t, bits=bits)
+
+    plan = {glob.escape(name): integer if use_integer(name, t) else subinteger for name, t in tensors.items()}
+    results = mixed_quantize(tensors, plan)
+    slot = storage_bits(bits)
+    out_params, codes, storage, detail = {}, {}, {}, {}
+    for name, t in tensors.items():
+        result = results[name]
+        packed = pack(result.codes, slot, signed=True)
+        kind = "integer" if plan[glob.escape(name)] is integer else f"subinteger, frac_bits={result.frac_bits}"
+        out_params[name] = result.dequantize().astype(t.dtype, copy=False)
+        codes[name] = result.codes
+        storage[name] = size_bytes(packed, np.float32(result.mean), np.float32(result.std))
+        detail[name] = f"{kind}, {slot}-bit slots, mean and std as float32"
+    return PTQResult(out_params, codes, storage, detail, method, bits)
+
+
+def _quantize_integer(tensors, bits: int) -> PTQResult:
+    """The article's integer quantization of every tensor."""
+    return _quantize_article(tensors, bits, "integer", lambda name, t: True)
+
+
+def _quantize_subinteger(tensors, bits: int) -> PTQResult:
+    """The article's sub-integer quantization of every tensor, best ``frac_bits`` per tensor."""
+    return _quantize_article(tensors, bits, "subinteger", lambda name, t: False)
+
+
+def _quantize_mixed(tensors, bits: int) -> PTQResult:
+    """Sub-integer weights, integer biases: the article's mixed plan."""
+    return _quantize_article(tensors, bits, "mixed", lambda name, t: not is_weight(name, t))
+
+
+def _quantize_uniform(tensors, bits: int, *, per_channel: bool, calibration: str, channel_axis: int,
+                      sparse: bool) -> PTQResult:
+    """Symmetric uniform quantization of the weights (grid of the calibration); other tensors kept."""
+    slot = storage_bits(bits)
+    axis = channel_axis if per_channel else None
+    where = "per channel" if per_channel else "per tensor"
+    layout = "bitmask + nonzero codes in" if sparse else "dense,"
+    out_params, codes, storage, detail = {}, {}, {}, {}
+    for name, t in tensors.items():
+        if not is_weight(name, t):
+            out_params[name] = t.copy()
+            storage[name] = size_bytes(t)
+            detail[name] = f"kept in {t.dtype}"
+            continue
+        quantizer = calibrate(t, bits=bits, symmetric=True, axis=axis, method=calibration)
+        scale, _ = quantizer
+        q = quantize(t, quantizer)
+        out_params[name] = dequantize(q, quantizer).astype(t.dtype, copy=False)
+        codes[name] = q
+        stored = pack_sparse(q, bits) if sparse else (pack(q, slot, signed=True),)
+        storage[name] = size_bytes(*stored, scale)
+        detail[name] = f"uniform symmetric, {where}, {calibration}, {layout} {slot}-bit slots, float32 scale(s)"
+    return PTQResult(out_params, codes, storage, detail, "uniform", bits)
 
 
 def quantize_params(params, method: str, bits: int, *, per_channel: bool = False,
@@ -202,8 +249,8 @@ def quantize_params(params, method: str, bits: int, *, per_channel: bool = False
     Parameters
     ----------
     params : mapping of str to numpy.ndarray
-        The model's tensors by name, floating point. Tensors with two or more
-        dimensions are weight matrices, 1-D tensors biases.
+        The model's tensors by name, floating point. Weights and the other
+        tensors (biases) are told apart by :func:`qlib.is_weight`.
     method : {"integer", "subinteger", "mixed", "uniform"}
         The method (see the module documentation for what each does to
         weights and biases).
@@ -216,9 +263,9 @@ def quantize_params(params, method: str, bits: int, *, per_channel: bool = False
         ``"uniform"`` only: how :func:`qlib.calibrate` picks the range.
     channel_axis : int, default 0
         ``"uniform"`` with ``per_channel``: the output-channel axis of the
-        weight matrices (0 for weights stored ``(out, in)``).
+        weights (0 for weights stored ``(out, in)``).
     sparse : bool, default False
-        ``"uniform"`` only: store the weight codes with :func:`pack_sparse`
+        ``"uniform"`` only: store the weight codes with :func:`qlib.pack_sparse`
         (a bitmask of the nonzero codes plus the nonzero codes, packed)
         instead of densely, for pruned models. The symmetric grid maps 0 to
         code 0, so pruned weights stay zero.
@@ -269,173 +316,93 @@ def quantize_params(params, method: str, bits: int, *, per_channel: bool = False
 
     The article's methods store mean and standard deviation with the codes:
 
-    >>> quantize_params(params, "subinteger", 3).detail["fc.weight"]
+    >>> quantize_params(params, "subinteger", 4).detail["fc.weight"]
     'subinteger, frac_bits=1, 4-bit slots, mean and std as float32'
     """
     if not isinstance(params, Mapping):
         raise TypeError(f"params must be a mapping of name -> array, got {type(params).__name__}")
     if len(params) == 0:
         raise ValueError("params must not be empty")
-    if not isinstance(method, str):
-        raise TypeError(f"method must be a string, got {type(method).__name__}")
-    if method not in PTQ_METHODS:
-        raise ValueError(f"method must be one of {PTQ_METHODS}, got {method!r}")
+    check_choice(method, "method", PTQ_METHODS)
     b = check_int(bits, "bits", 2, 8)
-    if not isinstance(per_channel, (bool, np.bool_)):
-        raise TypeError(f"per_channel must be True or False, got {per_channel!r}")
-    if not isinstance(sparse, (bool, np.bool_)):
-        raise TypeError(f"sparse must be True or False, got {sparse!r}")
-    if not isinstance(calibration, str):
-        raise TypeError(f"calibration must be a string, got {type(calibration).__name__}")
-    if calibration not in _CALIBRATIONS:
-        raise ValueError(f"calibration must be one of {_CALIBRATIONS}, got {calibration!r}")
+    check_bool(per_channel, "per_channel")
+    check_bool(sparse, "sparse")
+    check_choice(calibration, "calibration", _CALIBRATIONS)
     if method != "uniform" and (per_channel or sparse or calibration != "minmax"):
         raise ValueError(f"per_channel, calibration and sparse apply to method 'uniform' only, not {method!r}")
     check_int(channel_axis, "channel_axis")
-
-    tensors = {}
-    for name, t in params.items():
-        if not isinstance(name, str):
-            raise TypeError(f"params keys must be names (str), got {name!r}")
-        arr = as_float_array(t, f"params[{name!r}]", allow_int=False)
-        tensors[name] = arr
-    slot = storage_bits(b)
-    out_params, codes, storage, detail = {}, {}, {}, {}
-
+    tensors = _check_tensors(params)
     if method == "uniform":
-        for name, t in tensors.items():
-            if t.ndim < 2:
-                out_params[name] = t.copy()
-                storage[name] = size_bytes(t)
-                detail[name] = f"kept in {t.dtype}"
-                continue
-            axis = channel_axis if per_channel else None
-            scale, zp = calibrate(t, bits=b, symmetric=True, axis=axis, method=calibration)
-            q = quantize(t, scale, zp, bits=b, axis=axis)
-            out_params[name] = dequantize(q, scale, zp, axis=axis).astype(t.dtype, copy=False)
-            codes[name] = q
-            stored = pack_sparse(q, b) if sparse else (pack(q, slot, signed=True),)
-            storage[name] = size_bytes(*stored, scale)
-            where = "per channel" if per_channel else "per tensor"
-            layout = "bitmask + nonzero codes in" if sparse else "dense,"
-            detail[name] = f"uniform symmetric, {where}, {calibration}, {layout} {slot}-bit slots, float32 scale(s)"
-        return PTQResult(out_params, codes, storage, detail, method, b)
-
-    def subint(t):
-        return subinteger_quantize(t, frac_bits=best_frac_bits(t, b), bits=b)
-
-    def integer(t):
-        return integer_quantize(t, bits=b)
-
-    if method == "integer":
-        plan = {glob.escape(name): integer for name in tensors}
-    elif method == "subinteger":
-        plan = {glob.escape(name): subint for name in tensors}
-    else:  # mixed: the article's plan, sub-integer weights and integer biases
-        plan = {glob.escape(name): (subint if t.ndim >= 2 else integer) for name, t in tensors.items()}
-    results = mixed_quantize(tensors, plan)
-    for name, t in tensors.items():
-        is_integer = plan[glob.escape(name)] is integer
-        recon, c, nbytes, what = _standardized_entry(t, results[name], slot, is_integer)
-        out_params[name], codes[name], storage[name], detail[name] = recon, c, nbytes, what
-    return PTQResult(out_params, codes, storage, detail, method, b)
+        return _quantize_uniform(tensors, b, per_channel=bool(per_channel), calibration=calibration,
+                                 channel_axis=channel_axis, sparse=bool(sparse))
+    article = {"integer": _quantize_integer, "subinteger": _quantize_subinteger, "mixed": _quantize_mixed}
+    return article[method](tensors, b)
 
 
-def pack_sparse(q, bits: int) -> tuple[np.ndarray, np.ndarray]:
-    """Store a sparse tensor of integer codes as a bitmask of its nonzeros plus their packed codes.
+def quantize_per_layer(params, widths, **kwargs) -> tuple[dict, int]:
+    """Quantize each layer of a model at its own bit width with :func:`quantize_params`.
 
-    The mask has one bit per element (``np.packbits`` of ``q != 0``, C order,
-    first element in the highest bit), the values are the nonzero codes in C
-    order, packed by :func:`qlib.pack` in :func:`storage_bits` slots. The
-    total size is about ``q.size / 8 + nnz * storage_bits(bits) / 8`` bytes:
-    the mask costs one bit per element, whatever the sparsity, so it pays off
-    when more than ``1 / storage_bits(bits)`` of the elements are zero.
+    The tensors of layer ``L`` are those whose name starts with ``L + "."``
+    (``"fc1.weight"`` and ``"fc1.bias"`` for ``"fc1"``); each layer's tensors
+    go through ``quantize_params(tensors, method, widths[L], **kwargs)``
+    separately, so per-tensor choices (scales, ``frac_bits``) are those of a
+    whole-model call.
 
     Parameters
     ----------
-    q : numpy.ndarray of int
-        The codes, any shape, signed.
-    bits : int
-        Width of the codes, 1 to 8.
+    params : mapping of str to numpy.ndarray, or a model with a ``.params`` mapping
+        The model's tensors by name (or the model, e.g. a :class:`qlib.MLP`).
+    widths : mapping of str to int
+        Layer name -> code width (2 to 8), e.g. ``{"fc1": 4, "fc2": 8}``.
+    **kwargs
+        ``method`` (default ``"uniform"``) and the options of
+        :func:`quantize_params` (``per_channel``, ``calibration``, ...).
 
     Returns
     -------
-    mask : numpy.ndarray of uint8
-        ``ceil(q.size / 8)`` bytes.
-    values : numpy.ndarray of uint8
-        The packed nonzero codes.
+    params : dict of str to numpy.ndarray
+        The reconstructed tensors of the layers of ``widths``, in the order
+        of ``widths``; tensors of no layer of ``widths`` are left out.
+    nbytes : int
+        Their total storage, in bytes.
 
     Raises
     ------
     TypeError
-        If ``q`` is not an integer array or ``bits`` not an integer.
+        If ``widths`` is not a mapping, or as :func:`quantize_params`.
     ValueError
-        If ``bits`` is outside [1, 8] or a code does not fit in ``bits`` bits.
-
-    See Also
-    --------
-    unpack_sparse : the inverse.
+        If ``widths`` is empty, a layer has no tensor, or as :func:`quantize_params`.
 
     Examples
     --------
-    >>> q = np.array([[0, 3, 0, 0], [-2, 0, 0, 1]], dtype=np.int8)
-    >>> mask, values = pack_sparse(q, bits=3)
-    >>> mask, values          # 8 elements -> 1 mask byte; 3 codes in 4-bit slots -> 2 bytes
-    (array([73], dtype=uint8), array([227,   1], dtype=uint8))
-    >>> np.array_equal(unpack_sparse(mask, values, bits=3, shape=q.shape), q)
+    >>> rng = np.random.default_rng(0)
+    >>> params = {"fc1.weight": rng.normal(size=(4, 8)).astype(np.float32), "fc1.bias": np.zeros(4, np.float32),
+    ...           "fc2.weight": rng.normal(size=(2, 4)).astype(np.float32), "fc2.bias": np.zeros(2, np.float32)}
+    >>> p, nbytes = quantize_per_layer(params, {"fc1": 4, "fc2": 8}, per_channel=True)
+    >>> nbytes          # fc1: 16 + 16 + 16; fc2: 8 + 8 + 8
+    72
+    >>> list(p) == list(params)
     True
     """
-    arr = np.asarray(q)
-    if arr.dtype == np.bool_ or not np.issubdtype(arr.dtype, np.integer):
-        raise TypeError(f"q must be an array of integers, got dtype {arr.dtype}")
-    b = check_int(bits, "bits", 1, 8)
-    flat = arr.ravel()
-    nz = flat != 0
-    values = flat[nz]
-    lo, hi = -(1 << (b - 1)), (1 << (b - 1)) - 1
-    if values.size and (values.min() < lo or values.max() > hi):
-        raise ValueError(f"q must hold signed {b}-bit codes in [{lo}, {hi}], "
-                         f"got values in [{values.min()}, {values.max()}]")
-    return np.packbits(nz), pack(values, storage_bits(b), signed=True)
-
-
-def unpack_sparse(mask, values, bits: int, shape) -> np.ndarray:
-    """Rebuild the codes stored by :func:`pack_sparse`.
-
-    Parameters
-    ----------
-    mask, values : numpy.ndarray of uint8
-        What :func:`pack_sparse` returned.
-    bits : int
-        The code width given to :func:`pack_sparse`.
-    shape : tuple of int
-        The shape of the original codes.
-
-    Returns
-    -------
-    numpy.ndarray of int8
-        The codes, zeros restored.
-
-    Raises
-    ------
-    TypeError
-        If ``bits`` is not an integer.
-    ValueError
-        If ``bits`` is outside [1, 8] or ``mask`` is too short for ``shape``.
-
-    Examples
-    --------
-    >>> q = np.array([0, 0, 5, 0, -7], dtype=np.int8)
-    >>> unpack_sparse(*pack_sparse(q, bits=4), bits=4, shape=(5,))
-    array([ 0,  0,  5,  0, -7], dtype=int8)
-    """
-    b = check_int(bits, "bits", 1, 8)
-    shape = (int(shape),) if np.ndim(shape) == 0 else tuple(int(s) for s in shape)
-    n = int(np.prod(shape))
-    m = np.asarray(mask, dtype=np.uint8)
-    if m.size * 8 < n:
-        raise ValueError(f"mask holds {m.size * 8} bits, fewer than the {n} elements of shape {shape}")
-    nz = np.unpackbits(m)[:n].astype(bool)
-    out = np.zeros(n, dtype=np.int8)
-    out[nz] = unpack(values, storage_bits(b), int(nz.sum()), signed=True)
-    return out.reshape(shape)
+    params = getattr(params, "params", params)  # a model (qlib.MLP) or its parameters
+    if not isinstance(params, Mapping):
+        raise TypeError(f"params must be a mapping of name -> array, got {type(params).__name__}")
+    if not isinstance(widths, Mapping):
+        raise TypeError(f"widths must be a mapping layer name -> bits, got {type(widths).__name__}")
+    if len(widths) == 0:
+        raise ValueError("widths must not be empty")
+    method = kwargs.pop("method", "uniform")
+    out, nbytes = {}, 0
+    for layer, bits in widths.items():
+        if not isinstance(layer, str):
+            raise TypeError(f"widths keys must be layer names (str), got {layer!r}")
+        tensors = {n: t for n, t in params.items() if isinstance(n, str) and n.startswith(layer + ".")}
+        if not tensors:
+            raise ValueError(f"widths has layer {layer!r}, but params has no tensor named {layer!r} + '.*'")
+        twice = sorted(set(tensors) & set(out))
+        if twice:
+            raise ValueError(f"widths has overlapping layers: {twice} belong to {layer!r} and to another layer")
+        result = quantize_params(tensors, method, bits, **kwargs)
+        out.update(result.params)
+        nbytes += result.nbytes
+    return out, nbytes

@@ -1,5 +1,10 @@
-"""Layer 4, models: the digits data, the numpy MLP and its training, the
-simulation of a quantized model, and the integer-only MLP."""
+"""Layer 4, models: the digits data, the numpy MLP, its losses, optimizer and
+training, the simulation of a quantized model, and the integer-only MLP."""
 
-from qlib.models.mlp import *  # noqa: F401,F403
+from qlib.models.data import *  # noqa: F401,F403
 from qlib.models.integer_mlp import *  # noqa: F401,F403
+from qlib.models.losses import *  # noqa: F401,F403
+from qlib.models.mlp import *  # noqa: F401,F403
+from qlib.models.optim import *  # noqa: F401,F403
+from qlib.models.simulate import *  # noqa: F401,F403
+from qlib.models.training import *  # noqa: F401,F403

@@ -97,13 +97,16 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from qlib.core.grid import integer_range
-from qlib.core.validation import as_float_array, check_int, check_choice
 from qlib.core.calibration import calibrate
-from qlib.core.intops import int_matmul, quantize_multiplier, requantize
+from qlib.core.fixed_point import quantize_multiplier, requantize
+from qlib.core.grid import Quantizer, integer_range
+from qlib.core.intops import int_matmul
 from qlib.core.metrics import size_bytes
-from qlib.models.mlp import MLP, _check_labels, calibrate_activations
 from qlib.core.uniform import fake_quantize, quantize
+from qlib.core.validation import as_float_array, check_choice, check_int
+from qlib.models.checks import check_labels
+from qlib.models.mlp import MLP
+from qlib.models.simulate import calibrate_activations
 
 __all__ = ["IntegerLinear", "IntegerMLP"]
 
@@ -247,16 +250,22 @@ class IntegerLinear:
             w_hat = self.weight.astype(np.float64) * s_w[:, None]
             b_hat = self.bias.astype(np.float64) * (s_in * s_w)
             y = h @ w_hat.T + b_hat
-            codes = np.clip(np.rint(y / s_out) + z_out, qmin, qmax)
-        else:
-            a = h / s_in  # exactly the integers q - z_in
-            acc = a @ self.weight.T.astype(np.float64) + self.bias.astype(np.float64)
-            left = np.maximum(self.shift, 0).astype(np.float64)
-            right = np.maximum(-self.shift, 0).astype(np.float64)
-            x = np.clip(acc * 2.0**left, _INT32_MIN, _INT32_MAX)
-            r1 = _srdhm_float64(x, self.multiplier)  # SaturatingRoundingDoublingHighMul
-            r2 = np.sign(r1) * np.floor(np.abs(r1) * 2.0**-right + 0.5)  # RoundingDivideByPOT: ties away
-            codes = np.clip(r2 + z_out, qmin, qmax)
+            output = Quantizer(self.output_scale, self.output_zero_point, bits=self.bits)
+            if self.relu:
+                y = np.maximum(y, 0.0)  # quantize(max(y, 0)) = max(q, z_out): the fused ReLU
+            codes = quantize(y, output)  # the core kernel, in float64 (the precision of y)
+            # dequantized in float64, not by qlib.dequantize (float32): the next layer relies on
+            # h / s_in being exactly the integers q - z_in
+            return (codes.astype(np.float64) - z_out) * s_out, codes.astype(np.int8)
+        # fixed_point: the integer kernel's requantization, every step exact in float64
+        a = h / s_in  # exactly the integers q - z_in
+        acc = a @ self.weight.T.astype(np.float64) + self.bias.astype(np.float64)
+        left = np.maximum(self.shift, 0).astype(np.float64)
+        right = np.maximum(-self.shift, 0).astype(np.float64)
+        x = np.clip(acc * 2.0**left, _INT32_MIN, _INT32_MAX)
+        high = _srdhm_float64(x, self.multiplier)  # SaturatingRoundingDoublingHighMul
+        shifted = np.sign(high) * np.floor(np.abs(high) * 2.0**-right + 0.5)  # RoundingDivideByPOT: ties away
+        codes = np.clip(shifted + z_out, qmin, qmax)
         if self.relu:
             codes = np.maximum(codes, z_out)
         return (codes - z_out) * s_out, codes.astype(np.int8)
@@ -358,27 +367,30 @@ class IntegerMLP:
         """
         if not isinstance(model, MLP):
             raise TypeError(f"model must be a qlib.MLP, got {type(model).__name__}")
-        wb = check_int(weight_bits, "weight_bits", 2, 8)
-        ab = check_int(act_bits, "act_bits", 2, 8)
-        cx = model._input(calib_x, "calib_x")
-        ranges = calibrate_activations(model, cx, bits=ab, signed=True, method=act_method,
+        weight_width = check_int(weight_bits, "weight_bits", 2, 8)
+        act_width = check_int(act_bits, "act_bits", 2, 8)
+        calib = model.check_input(calib_x, "calib_x")
+        ranges = calibrate_activations(model, calib, bits=act_width, signed=True, method=act_method,
                                        include_output=True, **calibrate_kwargs)
-        names = model.layers
-        io = [ranges[ln] for ln in names] + [ranges["output"]]
-        qmin, qmax = integer_range(ab, True)
+        layer_names = model.layers
+        act_quantizers = [ranges[layer] for layer in layer_names] + [ranges["output"]]
+        qmin, qmax = integer_range(act_width, True)
         layers = []
-        for i, ln in enumerate(names):
-            w = model.params[f"{ln}.weight"].astype(np.float32)
-            b = model.params[f"{ln}.bias"].astype(np.float64)
-            s_in, z_in = np.float32(io[i][0]), int(io[i][1])
-            s_out, z_out = np.float32(io[i + 1][0]), int(io[i + 1][1])
-            s_w, _ = calibrate(w, bits=wb, symmetric=True, axis=0, method=weight_method, **calibrate_kwargs)
+        for i, layer in enumerate(layer_names):
+            weight = model.params[f"{layer}.weight"].astype(np.float32)
+            bias = model.params[f"{layer}.bias"].astype(np.float64)
+            s_in, z_in = np.float32(act_quantizers[i][0]), int(act_quantizers[i][1])
+            s_out, z_out = np.float32(act_quantizers[i + 1][0]), int(act_quantizers[i + 1][1])
+            calibrated = calibrate(weight, bits=weight_width, symmetric=True, axis=0, method=weight_method,
+                                   **calibrate_kwargs)
             # keep |bias code| <= 2**30: floor the weight scale where a bias dwarfs its weights
-            floor = (np.abs(b) / (np.float64(s_in) * 2.0**30)).astype(np.float32)
-            s_w = np.maximum(s_w, np.nextafter(floor, np.float32(np.inf)))
-            w_q = quantize(w, s_w, 0, bits=wb, axis=0).astype(np.int8)
+            floor = (np.abs(bias) / (np.float64(s_in) * 2.0**30)).astype(np.float32)
+            s_w = np.maximum(calibrated.scale, np.nextafter(floor, np.float32(np.inf)))
+            weight_quantizer = Quantizer(s_w, calibrated.zero_point, bits=weight_width, signed=calibrated.signed,
+                                         narrow_range=calibrated.narrow_range, axis=0)
+            w_q = quantize(weight, weight_quantizer).astype(np.int8)
             bias_scale = np.float64(s_in) * s_w.astype(np.float64)
-            b_q = np.rint(b / bias_scale).astype(np.int64)
+            b_q = np.rint(bias / bias_scale).astype(np.int64)
             row_abs = np.abs(w_q.astype(np.int64)).sum(axis=1)
             in_span = max(qmax - z_in, z_in - qmin)
             bound = int(np.max(in_span * row_abs + np.abs(b_q)))
@@ -386,12 +398,12 @@ class IntegerMLP:
             worst_part = int(np.max(128 * row_abs + np.abs(folded)))
             if max(bound, worst_part) > _INT32_MAX:
                 raise ValueError(
-                    f"layer {ln}: the accumulators could reach {max(bound, worst_part)}, beyond int32"
+                    f"layer {layer}: the accumulators could reach {max(bound, worst_part)}, beyond int32"
                 )
-            m = np.float64(s_in) * s_w.astype(np.float64) / np.float64(s_out)
-            m0, shift = quantize_multiplier(m)
+            real_multiplier = np.float64(s_in) * s_w.astype(np.float64) / np.float64(s_out)
+            m0, shift = quantize_multiplier(real_multiplier)
             layers.append(IntegerLinear(
-                name=ln,
+                name=layer,
                 weight=w_q,
                 bias=b_q.astype(np.int32),
                 weight_scale=s_w.astype(np.float32),
@@ -402,24 +414,27 @@ class IntegerMLP:
                 multiplier=m0,
                 shift=shift,
                 folded_bias=folded.astype(np.int32),
-                relu=i < len(names) - 1,
-                bits=ab,
+                relu=i < len(layer_names) - 1,
+                bits=act_width,
                 acc_bound=bound,
             ))
-        return cls(layers, io[0][0], io[0][1], ab)
+        return cls(layers, act_quantizers[0][0], act_quantizers[0][1], act_width)
 
     # -- inference -----------------------------------------------------------
 
-    def _input(self, x) -> np.ndarray:
+    def check_input(self, x) -> np.ndarray:
+        """``x`` as a float32 batch of shape ``(n, in_features)``; TypeError/ValueError naming ``x`` otherwise."""
         xa = as_float_array(x, "x")
         n_in = self.sizes[0]
         if xa.ndim != 2 or xa.shape[1] != n_in:
-            raise ValueError(f"x must have shape (n, {n_in}), one row of {n_in} features per sample, got shape {xa.shape}")
+            raise ValueError(
+                f"x must have shape (n, {n_in}), one row of {n_in} features per sample, got shape {xa.shape}"
+            )
         return xa.astype(np.float32, copy=False)
 
     def quantize_input(self, x) -> np.ndarray:
         """The int8 codes of the float input ``x`` (the only float operation of inference)."""
-        return quantize(self._input(x), self.input_scale, self.input_zero_point, bits=self.bits).astype(np.int8)
+        return quantize(self.check_input(x), self.input_scale, self.input_zero_point, bits=self.bits).astype(np.int8)
 
     def forward_int(self, x, *, return_all=False):
         """Integer-only inference: int8 logit codes.
@@ -452,7 +467,9 @@ class IntegerMLP:
         return all_codes if return_all else q
 
     def forward_simulated(self, x, *, rounding="fixed_point", return_all=False):
-        """The same quantized network computed in float64 (fake quantization); codes as :meth:`~qlib.IntegerMLP.forward_int`.
+        """The same quantized network computed in float64 (fake quantization).
+
+        Its codes are those of :meth:`~qlib.IntegerMLP.forward_int`.
 
         Parameters
         ----------
@@ -481,7 +498,7 @@ class IntegerMLP:
         See :class:`~qlib.IntegerMLP`.
         """
         rnd = _check_rounding(rounding)
-        xa = self._input(x)
+        xa = self.check_input(x)
         h32 = fake_quantize(xa, self.input_scale, self.input_zero_point, bits=self.bits)
         h = h32.astype(np.float64)
         codes = [self.quantize_input(xa)] if return_all else []
@@ -502,8 +519,8 @@ class IntegerMLP:
 
     def accuracy(self, x, y) -> float:
         """The fraction of rows of ``x`` whose predicted class is ``y``."""
-        xa = self._input(x)
-        ya = _check_labels(y, xa.shape[0], self.sizes[-1])
+        xa = self.check_input(x)
+        ya = check_labels(y, xa.shape[0], self.sizes[-1])
         return float(np.mean(self.predict(xa) == ya))
 
     def size_bytes(self) -> int:

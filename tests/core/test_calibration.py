@@ -323,3 +323,113 @@ def test_mse_constant_input():
 def test_bad_input(x, kwargs, exc, match):
     with pytest.raises(exc, match=match):
         calibrate(x, **kwargs)
+
+
+# --------------------------------------------------------------------------
+# calibrate returns a Quantizer; symmetric grids are narrow
+# --------------------------------------------------------------------------
+
+
+def test_returns_a_quantizer_that_unpacks_as_the_old_pair():
+    x = np.array([-1.0, 0.0, 2.0, 3.0], dtype=np.float32)
+    q = calibrate(x)
+    assert isinstance(q, qlib.Quantizer)
+    assert (q.bits, q.signed, q.narrow_range, q.axis, q.group_size) == (8, True, False, None, None)
+    s, z = q
+    assert s == np.float32(4.0 / 255) and z == -64 and isinstance(z, np.int8)
+    assert repr(q) == "Quantizer(8-bit signed [-128, 127], per-tensor, scale 0.015686275, zero point -64)"
+    w = np.ones((3, 4, 5), dtype=np.float32)
+    assert calibrate(w, axis=-1).axis == 2  # normalized
+    qg = calibrate(w, axis=1, group_size=3, symmetric=True)
+    assert (qg.granularity, qg.group_size, qg.narrow_range) == ("group", 3, True)
+
+
+def test_symmetric_defaults_to_narrow_and_narrow_range_false_is_the_old_grid():
+    rng = np.random.default_rng(3)
+    x = rng.laplace(size=5000).astype(np.float32)
+    kw = dict(symmetric=True, method="percentile", percentile=99.0)
+    q = calibrate(x, **kw)
+    assert q.narrow_range and (q.qmin, q.qmax) == (-127, 127)
+    codes = quantize(x, q)
+    assert codes.min() == -127 and codes.max() == 127  # clipped values saturate at +-127
+    old = calibrate(x, narrow_range=False, **kw)
+    assert not old.narrow_range and old.scale == q.scale and old.zero_point == q.zero_point
+    assert quantize(x, old).min() == -128  # the full grid: the old behaviour
+    # the unpacked pair with the functional call is the full ONNX grid, unless told otherwise
+    s, z = q
+    assert quantize(x, s, z).min() == -128
+    np.testing.assert_array_equal(quantize(x, s, z, narrow_range=True), codes)
+    qu = calibrate(x, signed=False, **kw)
+    assert (qu.qmin, qu.qmax, int(qu.zero_point)) == (1, 255, 128)
+    assert quantize(x, qu).min() == 1
+
+
+def test_asymmetric_narrow_range_maps_onto_the_narrow_grid():
+    x = np.array([-1.0, 0.0, 2.0, 3.0], dtype=np.float32)
+    q = calibrate(x, narrow_range=True)
+    assert q.narrow_range and q.scale == np.float32(4.0 / 254)
+    assert q.zero_point == -127 - round(-1.0 / (4.0 / 254))
+    codes = quantize(x, q)
+    assert codes.min() == -127 and codes.max() == 127
+    qu = calibrate(np.array([0.0, 1.0], dtype=np.float32), signed=False, narrow_range=True)
+    assert qu.zero_point == 1 and quantize(np.float32([0.0, 1.0]), qu).tolist() == [1, 255]
+
+
+def test_two_bit_symmetric_is_ternary_for_every_method():
+    rng = np.random.default_rng(0)
+    x = rng.standard_t(3, size=(4, 64)).astype(np.float32)
+    for method in ("minmax", "percentile", "mse"):
+        for kw in (dict(), dict(axis=0), dict(axis=1, group_size=16)):
+            q = calibrate(x, bits=2, symmetric=True, method=method, percentile=90.0, **kw)
+            assert set(np.unique(quantize(x, q))) <= {-1, 0, 1}
+
+
+@pytest.mark.parametrize("symmetric", [True, False])
+def test_mse_search_evaluates_the_grid_it_returns(symmetric):
+    """Brute force over the same candidates with the returned grid (narrow when
+    symmetric): the chosen range is the one with the least error."""
+    rng = np.random.default_rng(11)
+    x = rng.standard_t(2.0, size=3000).astype(np.float32)
+    K = 25
+    for bits in (2, 3, 4):
+        q = calibrate(x, bits=bits, symmetric=symmetric, method="mse", num_candidates=K)
+        lo, hi = min(float(x.min()), 0.0), max(float(x.max()), 0.0)
+        errs = []
+        for k in range(K, 0, -1):
+            c = k / K
+            cand = calibrate(np.array([c * lo, c * hi]), bits=bits, symmetric=symmetric)
+            assert cand.narrow_range == q.narrow_range
+            f = fake_quantize(x, cand)
+            errs.append((float(np.sum((x.astype(np.float64) - f) ** 2)), cand))
+        best = min(errs, key=lambda e: e[0])[1]  # first minimum: the largest range wins ties
+        assert q.scale == best.scale and q.zero_point == best.zero_point
+
+
+def test_bad_narrow_range():
+    with pytest.raises(TypeError, match="narrow_range must be True or False"):
+        calibrate(np.ones(3), narrow_range=1)
+
+
+@st.composite
+def symmetric_case(draw):
+    rows = draw(st.integers(1, 4))
+    cols = draw(st.integers(1, 12))
+    x = draw(hnp.arrays(np.float32, (rows, cols), elements=st.floats(-1e3, 1e3, width=32)))
+    gran = draw(st.sampled_from([{}, dict(axis=0), dict(axis=1), dict(axis=1, group_size=draw(st.integers(1, 5)))]))
+    return x, gran
+
+
+@settings(derandomize=True, max_examples=80, deadline=None)
+@given(symmetric_case(), st.integers(2, 16), st.sampled_from(["minmax", "percentile", "mse"]), st.booleans())
+def test_symmetric_codes_in_the_narrow_range_and_odd(case, bits, method, signed):
+    x, gran = case
+    q = calibrate(x, bits=bits, signed=signed, symmetric=True, method=method, percentile=80.0,
+                  num_candidates=8, **gran)
+    h = 2 ** (bits - 1) - 1
+    assert q.narrow_range and q.levels == 2 * h + 1
+    codes = quantize(x, q).astype(np.int64)
+    neg = quantize(-x, q).astype(np.int64)
+    z = 0 if signed else h + 1
+    assert codes.min() >= z - h and codes.max() <= z + h
+    np.testing.assert_array_equal(neg - z, -(codes - z))  # quantize(-x, q) == -quantize(x, q) when signed
+    np.testing.assert_array_equal(fake_quantize(-x, q), -fake_quantize(x, q) + 0.0)

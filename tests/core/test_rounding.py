@@ -175,7 +175,8 @@ def test_code_dtype_matches_quantize(signed, dtype):
     assert q.dtype == qlib.quantize(x, 0.1, bits=bits, signed=signed).dtype == dtype
 
 
-@pytest.mark.parametrize("dtype, out", [(np.float16, np.float32), (np.float32, np.float32), (np.float64, np.float64)])
+# float16 now stays float16 (it divides in float16, as qlib.fake_quantize and ONNX); it was float32.
+@pytest.mark.parametrize("dtype, out", [(np.float16, np.float16), (np.float32, np.float32), (np.float64, np.float64)])
 def test_fake_quantize_dtype(dtype, out):
     x = np.array([0.3, -0.2], dtype=dtype)
     assert fake_quantize_stochastic(x, 0.1, rng=np.random.default_rng(0)).dtype == out
@@ -231,3 +232,21 @@ def test_bad_inputs(kwargs, exc, match):
 def test_rng_is_required():
     with pytest.raises(TypeError):
         fake_quantize_stochastic(np.array([0.1]), 0.1)  # no rng: a missing keyword argument
+
+
+def test_quantizer_in_the_scale_position():
+    x = np.linspace(-20, 20, 301)
+    q = qlib.Quantizer(0.125, 3, bits=6, signed=True, narrow_range=True)
+    a = quantize_stochastic(x, q, rng=np.random.default_rng(2))
+    assert a.min() == -31 and a.max() == 31  # the narrow 6-bit grid [-31, 31]
+    b = fake_quantize_stochastic(x, q, rng=np.random.default_rng(2))
+    np.testing.assert_array_equal(b, (a.astype(np.float64) - 3) * 0.125)
+    # same draws, same grid as the explicit call on the full grid where nothing reaches -32
+    y = np.linspace(-2, 2, 101)
+    full = qlib.Quantizer(0.125, 3, bits=6)
+    np.testing.assert_array_equal(quantize_stochastic(y, full, rng=np.random.default_rng(4)),
+                                  quantize_stochastic(y, 0.125, 3, bits=6, rng=np.random.default_rng(4)))
+    with pytest.raises(TypeError, match="the quantizer carries its grid"):
+        quantize_stochastic(x, q, bits=6, rng=np.random.default_rng(0))
+    with pytest.raises(ValueError, match="per-tensor only"):
+        fake_quantize_stochastic(x.reshape(1, -1), qlib.Quantizer(np.ones(2), axis=0), rng=np.random.default_rng(0))

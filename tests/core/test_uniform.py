@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 import qlib
-from qlib import uniform
+from qlib.core import layout
 from qlib.core.uniform import dequantize, fake_quantize, quantize
 
 GRID_DTYPES = [
@@ -27,7 +27,7 @@ def block(request, monkeypatch):
     """Run a test with the default block size and with tiny ones, so that small
     arrays exercise every blocking path (and the blockwise finiteness check)."""
     if request.param is not None:
-        monkeypatch.setattr(uniform, "_BLOCK", request.param)
+        monkeypatch.setattr(layout, "BLOCK", request.param)
     return request.param
 
 
@@ -60,7 +60,7 @@ def test_exported_from_package():
     assert qlib.quantize is quantize
     assert qlib.dequantize is dequantize
     assert qlib.fake_quantize is fake_quantize
-    assert set(uniform.__all__) == {"quantize", "dequantize", "fake_quantize"}
+    assert set(qlib.core.uniform.__all__) == {"quantize", "dequantize", "fake_quantize"}
 
 
 # --------------------------------------------------------------------------
@@ -193,10 +193,33 @@ def test_float32_input_divides_in_float32():
     assert f.dtype == np.float32 and f[0] == np.float32(34) * s32
 
 
-def test_float16_input_computed_in_float32():
+def test_float16_input_divides_in_float16():
+    """ONNX divides a float16 x by a float16 scale: the quotient is a float16
+    value before it is rounded. (This test replaces one that asserted the old
+    float32 computation and a float32 fake_quantize result.)"""
     x = np.array([0.5, 1.0, -7.0], dtype=np.float16)
     np.testing.assert_array_equal(quantize(x, 0.5), [1, 2, -14])
-    assert fake_quantize(x, 0.5).dtype == np.float32
+    assert fake_quantize(x, 0.5).dtype == np.float16
+    # find values where the float32 quotient and the float16 quotient round apart
+    rng = np.random.default_rng(0)
+    xs = rng.uniform(-40, 40, 20000).astype(np.float16)
+    ss = rng.uniform(0.05, 1, 20000).astype(np.float16)
+    q32 = xs.astype(np.float32) / ss.astype(np.float32)
+    q16 = (xs / ss).astype(np.float32)  # numpy's float16 division
+    differ = np.nonzero(np.rint(q32) != np.rint(q16))[0]
+    assert differ.size > 0
+    for i in differ[:20]:
+        assert quantize(xs[i : i + 1], ss[i], bits=16)[0] == np.rint(q16[i]) != np.rint(q32[i])
+    # the hand case: 39.78 / 0.982 is 40.513 in float32 but 40.5 in float16 (-> 40, even)
+    x, s = np.array([39.78], dtype=np.float16), np.float16(0.982)
+    assert quantize(x, s)[0] == 40
+    assert np.rint(np.float32(x[0]) / np.float32(s)) == 41
+    f = fake_quantize(x, s)
+    assert f.dtype == np.float16 and f[0] == np.float16(np.float32(40) * np.float32(s))
+    # the scale is rounded to float16 (where it must stay positive and finite)
+    np.testing.assert_array_equal(quantize(x, 0.982), quantize(x, s))
+    with pytest.raises(ValueError, match="scale must be positive and finite in float16"):
+        quantize(x, 1e-9)
 
 
 # --------------------------------------------------------------------------
@@ -364,7 +387,7 @@ def test_tiny_scale_saturates_without_warning():
 
 def test_huge_finite_values_in_unchecked_blocks(monkeypatch):
     # x . x overflows for these blocks: the exact re-check must let them pass.
-    monkeypatch.setattr(uniform, "_BLOCK", 8)
+    monkeypatch.setattr(layout, "BLOCK", 8)
     x = np.full(64, 3e38, dtype=np.float32)
     np.testing.assert_array_equal(quantize(x, 1.0), np.full(64, 127))
 
@@ -438,7 +461,7 @@ def test_bad_input(func, kwargs, exc, match):
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_bad_values_found_in_every_block(monkeypatch, where, bad, dtype):
-    monkeypatch.setattr(uniform, "_BLOCK", 8)  # 64 values: 8 unchecked blocks
+    monkeypatch.setattr(layout, "BLOCK", 8)  # 64 values: 8 unchecked blocks
     x = np.ones(64, dtype=dtype)
     x[where] = bad
     with pytest.raises(ValueError, match="x must be finite, got 1 NaN or infinite"):
@@ -593,3 +616,79 @@ def test_quantize_memory_is_output_plus_bounded_blocks(axis):
         extras.append(peak - q.nbytes)
     assert max(extras) <= 4 * (1 << 18) * 8  # at most 4 blocks of float64-sized values (8 MiB)
     assert extras[1] <= extras[0] * 1.1 + 65536  # does not grow with the input
+
+
+# --------------------------------------------------------------------------
+# narrow_range, exact wide dequantization, one-element parameters, ml_dtypes
+# --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("bits, signed", [(2, True), (4, False), (8, True), (8, False), (16, True)])
+def test_narrow_range_drops_the_lowest_code(bits, signed):
+    lo, hi = qlib.integer_range(bits, signed, narrow_range=True)
+    x = np.array([-1e9, -1.0, 0.0, 1.0, 1e9], dtype=np.float32)
+    z = 0 if signed else 2 ** (bits - 1)
+    q = quantize(x, 0.5, z, bits=bits, signed=signed, narrow_range=True)
+    assert q[0] == lo and q[-1] == hi and q.dtype == quantize(x, 0.5, z, bits=bits, signed=signed).dtype
+    f = fake_quantize(x, 0.5, z, bits=bits, signed=signed, narrow_range=True)
+    assert f[0] == (lo - z) * 0.5
+    with pytest.raises(ValueError, match="narrow grid"):
+        quantize(x, 0.5, lo - 1, bits=bits, signed=signed, narrow_range=True)
+    with pytest.raises(TypeError, match="narrow_range"):
+        quantize(x, 0.5, narrow_range=1)
+
+
+def test_dequantize_int64_beyond_2_53_forms_q_minus_z_exactly():
+    # float64(2**62 + 3) is 2**62: the old float64 subtraction gave 0.
+    q = np.array([2**62 + 3, 2**62 - 5, 2**62], dtype=np.int64)
+    np.testing.assert_array_equal(dequantize(q, 1.0, 2**62), [3.0, -5.0, 0.0])
+    np.testing.assert_array_equal(dequantize(q, 0.5, 2**62), [1.5, -2.5, 0.0])
+    u = np.array([2**64 - 1, 2**63], dtype=np.uint64)
+    np.testing.assert_array_equal(dequantize(u, 1.0, 2**64 - 2), [1.0, -(2.0**63) + 2])
+    # per channel, through the blocks
+    q2 = np.array([[2**60 + 1, 2**60 + 2], [7, 9]], dtype=np.int64)
+    np.testing.assert_array_equal(dequantize(q2, np.array([1.0, 2.0]), np.array([2**60, 8]), axis=0),
+                                  [[1.0, 2.0], [-2.0, 2.0]])
+    # one rounding to float32 while |q - z| < 2**29
+    rng = np.random.default_rng(0)
+    d = rng.integers(-(2**28), 2**28, 1000)
+    s = np.float32(0.0123)
+    exact = (d.astype(np.float64) * np.float64(s)).astype(np.float32)  # exact product, then one rounding
+    np.testing.assert_array_equal(dequantize(d + 2**40, s, 2**40), exact)
+
+
+def test_dequantize_refuses_q_minus_z_beyond_int64():
+    with pytest.raises(ValueError, match="q - zero_point must fit in int64"):
+        dequantize(np.array([2**63 - 1], dtype=np.int64), 1.0, -1)
+    with pytest.raises(ValueError, match="q - zero_point must fit in int64"):
+        dequantize(np.array([0, 2**64 - 1], dtype=np.uint64), 1.0, 2**63 + 5)
+
+
+@pytest.mark.parametrize("func", [quantize, fake_quantize])
+def test_one_element_parameters_with_axis(func, block):
+    """A (1,) scale or zero point with axis: a per-axis vector of length 1 when
+    that axis has length 1, and shared by all elements otherwise (as a scalar,
+    like ONNX's reference implementation); it used to be refused."""
+    x = np.array([[0.5, 1.5, -2.5, 3.0]], dtype=np.float32)  # axis 0 has length 1
+    expected = func(x, 0.5, 1)
+    for kw in (dict(axis=0), dict(axis=0, group_size=2), dict(axis=1), dict(axis=1, group_size=3)):
+        for s, z in ((np.array([0.5]), 1), (0.5, np.array([1])), (np.array([0.5]), np.array([1], np.int8)),
+                     (np.full((1, 1), 0.5), np.ones((1, 1), np.int64))):
+            np.testing.assert_array_equal(func(x, s, z, **kw), expected)
+    q = quantize(x, 0.5, 1)
+    np.testing.assert_array_equal(dequantize(q, np.array([0.5]), np.array([1]), axis=1), dequantize(q, 0.5, 1))
+
+
+@pytest.mark.parametrize("name, bits, signed", [("int4", 4, True), ("uint4", 4, False),
+                                                ("int2", 2, True), ("uint2", 2, False)])
+def test_dequantize_accepts_ml_dtypes_sub_byte_codes(name, bits, signed):
+    ml_dtypes = pytest.importorskip("ml_dtypes")
+    lo, hi = qlib.integer_range(bits, signed)
+    values = np.arange(lo, hi + 1)
+    q = values.astype(getattr(ml_dtypes, name))
+    assert q.dtype.name == name
+    z = (lo + hi + 1) // 2
+    np.testing.assert_array_equal(dequantize(q, 0.25, z), (values - z) * np.float32(0.25))
+    np.testing.assert_array_equal(dequantize(q.reshape(1, -1), np.array([0.5]), axis=0), [values * np.float32(0.5)])
+    with pytest.raises(ValueError, match=rf"zero_point must lie in the range of q's dtype {name} \[{lo}, {hi}\]"):
+        dequantize(q, 0.25, hi + 1)

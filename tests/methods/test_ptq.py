@@ -1,10 +1,10 @@
-"""Tests of qlib.ptq: whole-model post-training quantization and its storage counts."""
+"""Tests of qlib.methods.ptq: whole-model post-training quantization and its storage counts."""
 
 import numpy as np
 import pytest
 
 import qlib
-from qlib import ptq
+from qlib.methods import ptq
 
 
 @pytest.fixture
@@ -16,14 +16,6 @@ def params():
         "fc2.weight": rng.normal(0, 0.3, (5, 16)).astype(np.float32),
         "fc2.bias": rng.normal(0, 0.1, 5).astype(np.float32),
     }
-
-
-def test_storage_bits():
-    assert [ptq.storage_bits(b) for b in range(1, 9)] == [1, 2, 4, 4, 8, 8, 8, 8]
-    with pytest.raises(ValueError, match="bits"):
-        ptq.storage_bits(9)
-    with pytest.raises(TypeError, match="bits"):
-        ptq.storage_bits(4.0)
 
 
 def test_best_frac_bits_is_the_argmin_of_the_error():
@@ -46,11 +38,12 @@ def test_uniform_matches_calibrate_and_fake_quantize(params, bits):
                     assert name not in r.codes and r.storage[name] == t.nbytes
                     continue
                 axis = 0 if per_channel else None
-                s, z = qlib.calibrate(t, bits=bits, symmetric=True, axis=axis, method=calibration)
-                np.testing.assert_array_equal(r.params[name], qlib.fake_quantize(t, s, z, bits=bits, axis=axis))
-                slot = ptq.storage_bits(bits)
+                quantizer = qlib.calibrate(t, bits=bits, symmetric=True, axis=axis, method=calibration)
+                np.testing.assert_array_equal(r.params[name], qlib.fake_quantize(t, quantizer))
+                top = 2 ** (bits - 1) - 1  # the narrow grid of a symmetric calibration
+                assert -top <= r.codes[name].min() and r.codes[name].max() <= top
                 n_scales = t.shape[0] if per_channel else 1
-                assert r.storage[name] == -(-t.size * slot // 8) + 4 * n_scales
+                assert r.storage[name] == -(-t.size * bits // 8) + 4 * n_scales  # codes at their true width
 
 
 @pytest.mark.parametrize("method", ["integer", "subinteger", "mixed"])
@@ -67,7 +60,7 @@ def test_article_methods(params, method, bits):
         assert r.params[name].dtype == np.float32
         assert lo <= r.codes[name].min() and r.codes[name].max() <= hi
         # packed codes + mean and std as float32
-        assert r.storage[name] == -(-t.size * ptq.storage_bits(bits) // 8) + 8
+        assert r.storage[name] == -(-t.size * bits // 8) + 8
     assert r.nbytes == sum(r.storage.values())
 
 
@@ -118,33 +111,6 @@ def test_names_with_glob_characters_are_matched_literally():
     assert r.codes["layer[0].bias"].max() <= 2  # integer quantization: about +-2 standard deviations
 
 
-@pytest.mark.parametrize("bits", [1, 2, 3, 4, 5, 8])
-def test_pack_sparse_round_trip_and_size(bits):
-    rng = np.random.default_rng(bits)
-    lo, hi = qlib.integer_range(bits)
-    q = rng.integers(lo, hi + 1, size=(7, 13)).astype(np.int8)
-    q[rng.random(q.shape) < 0.7] = 0
-    mask, values = ptq.pack_sparse(q, bits)
-    nnz = int(np.count_nonzero(q))
-    assert mask.dtype == values.dtype == np.uint8
-    assert mask.size == -(-q.size // 8)
-    assert values.size == -(-nnz * ptq.storage_bits(bits) // 8)
-    np.testing.assert_array_equal(ptq.unpack_sparse(mask, values, bits, q.shape), q)
-
-
-def test_pack_sparse_edge_cases():
-    z = np.zeros((3, 5), dtype=np.int8)
-    mask, values = ptq.pack_sparse(z, 4)
-    assert values.size == 0 and mask.size == 2
-    np.testing.assert_array_equal(ptq.unpack_sparse(mask, values, 4, (3, 5)), z)
-    with pytest.raises(ValueError, match="4-bit"):
-        ptq.pack_sparse(np.array([8, 0], dtype=np.int8), 4)
-    with pytest.raises(TypeError, match="integers"):
-        ptq.pack_sparse(np.array([1.0, 0.0]), 4)
-    with pytest.raises(ValueError, match="mask"):
-        ptq.unpack_sparse(np.zeros(1, dtype=np.uint8), np.zeros(0, dtype=np.uint8), 4, (3, 5))
-
-
 def test_sparse_storage_counts_mask_nonzeros_and_scales(params):
     pruned, masks = qlib.global_magnitude_prune({k: v for k, v in params.items() if v.ndim == 2}, 0.8)
     p = dict(params, **pruned)
@@ -172,3 +138,78 @@ def test_detail_names_the_scheme(params):
     mixed = ptq.quantize_params(params, "mixed", 4)
     assert mixed.detail["fc1.bias"].startswith("integer,")
     assert mixed.detail["fc1.weight"].startswith("subinteger, frac_bits=")
+
+
+def test_weights_are_told_apart_by_is_weight(params):
+    """A bias stored as a column (out, 1) is not a weight: kept in float by "uniform", integer in "mixed"."""
+    p = dict(params, **{"fc1.bias": params["fc1.bias"].reshape(-1, 1)})
+    uniform = ptq.quantize_params(p, "uniform", 4)
+    assert "fc1.bias" not in uniform.codes and uniform.detail["fc1.bias"] == "kept in float32"
+    mixed = ptq.quantize_params(p, "mixed", 4)
+    assert mixed.detail["fc1.bias"].startswith("integer,")
+    assert [n for n in p if n in uniform.codes] == qlib.weight_names(p)
+
+
+@pytest.mark.parametrize("bits", [3, 5, 6, 7])
+def test_odd_widths_are_counted_at_their_true_size(params, bits):
+    r = ptq.quantize_params(params, "uniform", bits, per_channel=True)
+    n_w = params["fc1.weight"].size
+    assert r.storage["fc1.weight"] == -(-n_w * bits // 8) + 4 * 16
+    assert r.detail["fc1.weight"].endswith(f"{bits}-bit slots, float32 scale(s)")
+    packed = qlib.pack(r.codes["fc1.weight"], bits, signed=True)
+    assert packed.size == qlib.packed_nbytes(n_w, bits)
+    np.testing.assert_array_equal(qlib.unpack(packed, bits, n_w, signed=True).reshape(16, 12), r.codes["fc1.weight"])
+    sub = ptq.quantize_params(params, "subinteger", bits)
+    assert sub.storage["fc2.weight"] == -(-params["fc2.weight"].size * bits // 8) + 8
+
+
+def notebook_quantize_per_layer(model, widths):
+    """Chapter 4's quantize_per_layer(model, widths), verbatim."""
+    params, nbytes = {}, 0
+    for layer, bits in widths.items():
+        tensors = {n: t for n, t in model.params.items() if n.startswith(layer + ".")}
+        r = qlib.quantize_params(tensors, "uniform", bits, per_channel=True, calibration="mse")
+        params.update(r.params)
+        nbytes += r.nbytes
+    return params, nbytes
+
+
+@pytest.mark.parametrize("widths", [{"fc1": 2, "fc2": 8}, {"fc1": 4, "fc2": 4}, {"fc2": 3, "fc1": 8}])
+def test_quantize_per_layer_reproduces_chapter_4(params, widths):
+    model = qlib.MLP(params)
+    expected, expected_bytes = notebook_quantize_per_layer(model, widths)
+    got, nbytes = ptq.quantize_per_layer(model.params, widths, per_channel=True, calibration="mse")
+    assert nbytes == expected_bytes and list(got) == list(expected)
+    for name in expected:
+        np.testing.assert_array_equal(got[name], expected[name])
+    assert qlib.quantize_per_layer is ptq.quantize_per_layer
+
+
+def test_quantize_per_layer_other_methods_and_bad_input(params):
+    p, nbytes = ptq.quantize_per_layer(params, {"fc1": 4, "fc2": 8}, method="mixed")
+
+    def layer(name):
+        return {k: v for k, v in params.items() if k.startswith(name + ".")}
+
+    expected = [ptq.quantize_params(layer("fc1"), "mixed", 4), ptq.quantize_params(layer("fc2"), "mixed", 8)]
+    assert nbytes == sum(r.nbytes for r in expected)
+    assert list(p) == list(params)
+    with pytest.raises(TypeError, match="widths"):
+        ptq.quantize_per_layer(params, [4, 8])
+    with pytest.raises(ValueError, match="widths"):
+        ptq.quantize_per_layer(params, {})
+    with pytest.raises(ValueError, match="fc9"):
+        ptq.quantize_per_layer(params, {"fc9": 4})
+    with pytest.raises(ValueError, match="bits"):
+        ptq.quantize_per_layer(params, {"fc1": 9})
+    with pytest.raises(TypeError, match="params"):
+        ptq.quantize_per_layer([1], {"fc1": 4})
+    with pytest.raises(ValueError, match="overlapping"):
+        ptq.quantize_per_layer({"a.b.weight": np.ones((2, 2)), "a.bias": np.ones(2)}, {"a": 4, "a.b": 4})
+
+
+def test_quantize_per_layer_accepts_a_model(params):
+    model = qlib.MLP(params)
+    a = ptq.quantize_per_layer(model, {"fc1": 4, "fc2": 2})
+    b = ptq.quantize_per_layer(model.params, {"fc1": 4, "fc2": 2})
+    assert a[1] == b[1] and all(np.array_equal(a[0][k], b[0][k]) for k in b[0])

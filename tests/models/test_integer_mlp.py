@@ -1,4 +1,4 @@
-"""Tests for qlib.intinfer: integer-only inference of the MLP and its float simulation."""
+"""Tests for qlib.models.integer_mlp: integer-only inference of the MLP and its float simulation."""
 
 import numpy as np
 import pytest
@@ -46,9 +46,10 @@ def test_parameters_are_the_documented_quantization(model, imodel):
     for L in imodel.layers:
         w = model.params[f"{L.name}.weight"]
         b = model.params[f"{L.name}.bias"].astype(np.float64)
-        s_w, z_w = qlib.calibrate(w, symmetric=True, axis=0)
-        np.testing.assert_array_equal(L.weight_scale, s_w)
-        np.testing.assert_array_equal(L.weight, qlib.quantize(w, s_w, z_w, axis=0))
+        quantizer = qlib.calibrate(w, symmetric=True, axis=0)
+        assert quantizer.narrow_range
+        np.testing.assert_array_equal(L.weight_scale, quantizer.scale)
+        np.testing.assert_array_equal(L.weight, qlib.quantize(w, quantizer))
         bias_scale = np.float64(L.input_scale) * L.weight_scale.astype(np.float64)
         assert np.all(np.abs(L.bias * bias_scale - b) <= bias_scale / 2 + 1e-12)
         m = bias_scale / np.float64(L.output_scale)
@@ -119,6 +120,24 @@ def test_low_bits_and_other_calibration_stay_exact(model, digits):
     assert all(c.min() >= -32 and c.max() <= 31 for c in codes)
     for a, b in zip(codes, im.forward_simulated(digits["x_test"], return_all=True)):
         np.testing.assert_array_equal(a, b)
+
+
+def test_mse_weights_stay_on_the_narrow_grid(model, digits):
+    """MSE calibration clips the range; the codes still never reach -128 (the narrow grid [-127, 127])."""
+    im = IntegerMLP.from_float(model, digits["x_val"], weight_method="mse")
+    for L in im.layers:
+        w = model.params[f"{L.name}.weight"]
+        quantizer = qlib.calibrate(w, symmetric=True, axis=0, method="mse")
+        np.testing.assert_array_equal(L.weight, qlib.quantize(w, quantizer))
+        assert L.weight.min() >= -127 and L.weight.max() <= 127
+    assert max(int(np.abs(L.weight).max()) for L in im.layers) == 127  # clipped weights saturate at +-127
+    for a, b in zip(im.forward_int(digits["x_test"], return_all=True),
+                    im.forward_simulated(digits["x_test"], return_all=True)):
+        np.testing.assert_array_equal(a, b)
+    for bits in (2, 3):
+        low = IntegerMLP.from_float(model, digits["x_val"], weight_bits=bits, weight_method="mse")
+        top = 2 ** (bits - 1) - 1
+        assert all(L.weight.min() >= -top and L.weight.max() <= top for L in low.layers)
 
 
 def test_pruned_neuron_with_large_bias(model, digits):
