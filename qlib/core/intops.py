@@ -1,14 +1,9 @@
 r"""Exact integer matrix products, fast: the accumulation step of integer-only inference.
 
-With the affine scheme :math:`r = S (q - Z)` of Jacob et al. (2018), "Quantization
-and Training of Neural Networks for Efficient Integer-Arithmetic-Only
-Inference" (arXiv:1712.05877), the product of two quantized matrices
-:math:`r_3 = r_1 r_2` needs only integers except for one real number:
-
-.. math::
-
-    q_3 = Z_3 + M \sum_k (q_{1,ik} - Z_1)(q_{2,kj} - Z_2),
-    \qquad M = \frac{S_1 S_2}{S_3}.
+Integer-only inference of a layer (the scheme of Jacob et al. 2018, written out
+in :mod:`qlib.core.fixed_point`) needs one exact sum per output,
+:math:`\sum_k (q_{1,ik} - Z_1)(q_{2,kj} - Z_2)`, and one multiplication by a
+real multiplier :math:`M`.
 
 :func:`~qlib.int_matmul` computes the sum, the exact product of the 8- or
 16-bit codes accumulated in 32-bit (or, when needed, 64-bit) integers; the
