@@ -318,34 +318,34 @@ def calibrate(
     array([-7, -7,  4,  7], dtype=int8)
     """
     xa = as_float_array(x, "x", allow_int=False)
-    b = check_bits(bits)
-    sg = check_bool(signed, "signed")
-    sym = check_bool(symmetric, "symmetric")
-    nr = sym if narrow_range is None else check_bool(narrow_range, "narrow_range")
+    bits = check_bits(bits)
+    signed = check_bool(signed, "signed")
+    symmetric = check_bool(symmetric, "symmetric")
+    narrow = symmetric if narrow_range is None else check_bool(narrow_range, "narrow_range")
     layout = make_layout(xa.shape, axis, group_size)
-    meth = _check_method(method)
-    p = _check_percentile(percentile)
-    ncand = check_int(num_candidates, "num_candidates", 1)
+    method = _check_method(method)
+    percentile = _check_percentile(percentile)
+    num_candidates = check_int(num_candidates, "num_candidates", 1)
 
-    qmin, qmax = integer_range(b, sg, nr)
+    qmin, qmax = integer_range(bits, signed, narrow)
     xa = xa.astype(compute_dtype(xa.dtype), copy=False)
     parts, assemble = _row_parts(xa, layout)
-    scales, zps = [], []
+    scales, zero_points = [], []
     for rows in parts:
-        if meth == "percentile" and p < 100.0:
-            if sym:
-                hi = np.percentile(np.abs(rows), p, axis=1).astype(np.float64)
+        if method == "percentile" and percentile < 100.0:
+            if symmetric:
+                hi = np.percentile(np.abs(rows), percentile, axis=1).astype(np.float64)
                 lo = -hi
             else:
-                a, c = np.percentile(rows, [100.0 - p, p], axis=1).astype(np.float64)
+                a, c = np.percentile(rows, [100.0 - percentile, percentile], axis=1).astype(np.float64)
                 lo, hi = np.minimum(a, c), np.maximum(a, c)
         else:
             lo = rows.min(axis=1).astype(np.float64)
             hi = rows.max(axis=1).astype(np.float64)
-            if meth == "mse":
-                lo, hi = _mse_search(rows, lo, hi, (b, sg, nr, sym), ncand)
-        s, z = _qparams(lo, hi, qmin, qmax, b, sg, sym)
-        scales.append(s)
-        zps.append(z)
-    return Quantizer(assemble(scales), assemble(zps), bits=b, signed=sg, narrow_range=nr,
+            if method == "mse":
+                lo, hi = _mse_search(rows, lo, hi, (bits, signed, narrow, symmetric), num_candidates)
+        scale, zero_point = _qparams(lo, hi, qmin, qmax, bits, signed, symmetric)
+        scales.append(scale)
+        zero_points.append(zero_point)
+    return Quantizer(assemble(scales), assemble(zero_points), bits=bits, signed=signed, narrow_range=narrow,
                      axis=layout.axis, group_size=layout.group_size)

@@ -159,11 +159,11 @@ class Quantizer(tuple):
 
     def __new__(cls, scale, zero_point=0, bits=8, signed=True, narrow_range=False, axis=None, group_size=None):
         b = check_bits(bits)
-        sg = check_bool(signed, "signed")
-        nr = check_bool(narrow_range, "narrow_range")
-        qmin, qmax = integer_range(b, sg, nr)
+        signed = check_bool(signed, "signed")
+        narrow = check_bool(narrow_range, "narrow_range")
+        qmin, qmax = integer_range(b, signed, narrow)
         s = as_scale(scale, np.float32)
-        z = as_zero_point(zero_point, qmin, qmax, grid_name(b, sg, nr))
+        z = as_zero_point(zero_point, qmin, qmax, grid_name(b, signed, narrow))
         ax = None if axis is None else check_int(axis, "axis")
         gs = None if group_size is None else check_int(group_size, "group_size", 1)
         if ax is None and gs is not None:
@@ -185,7 +185,8 @@ class Quantizer(tuple):
         if s.ndim and gs is not None:
             check_axis(ax, s.ndim)  # per group, scale has the tensor's dimensions
         self = super().__new__(cls, (_frozen(s, np.float32), _frozen(z, smallest_int_dtype(qmin, qmax))))
-        values = dict(scale=self[0], zero_point=self[1], bits=b, signed=sg, narrow_range=nr, axis=ax, group_size=gs)
+        values = dict(scale=self[0], zero_point=self[1], bits=b, signed=signed, narrow_range=narrow,
+                      axis=ax, group_size=gs)
         for name, value in values.items():
             object.__setattr__(self, name, value)
         return self
