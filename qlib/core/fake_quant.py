@@ -1,6 +1,6 @@
 r"""The kernels of the uniform quantizer, and the backward pass of fake quantization.
 
-One forward, written once (:func:`fake_quantize_into`),
+One forward, written once (``fake_quantize_into``),
 
 .. math::
 
@@ -11,10 +11,10 @@ and the stochastic quantizers of :mod:`qlib.core.rounding` (which pass their
 own rounding), and, stopped before the last step, the integer codes of every
 rounding but the default one. The codes of round-to-nearest in float32 and
 float64, the hot path of :func:`qlib.quantize`, have a faster kernel of their
-own (:func:`quantize_codes`, "magic number" rounding) that gives the same
-codes. :func:`dequantize_codes` is :math:`(q - z)s`.
+own (``quantize_codes``, "magic number" rounding) that gives the same
+codes. ``dequantize_codes`` is :math:`(q - z)s`.
 
-:func:`fake_quantize_backward` is the backward pass for quantization-aware
+:func:`~qlib.fake_quantize_backward` is the backward pass for quantization-aware
 training: the straight-through estimator for ``x`` and the learned step size
 (LSQ) gradient for the scale.
 """
@@ -172,7 +172,7 @@ def quantize_codes(job: Prepared, out: np.ndarray) -> np.ndarray:
     float-to-int conversion by their integer counterparts. An even scalar
     ``z`` is folded into the constant (the sum stays even, so ties still
     round to even); an odd one leaves 1 to add to the narrow codes, modulo
-    ``2**bits``. Other float types go through :func:`fake_quantize_into`.
+    ``2**bits``. Other float types go through ``fake_quantize_into``.
     """
     magic = _MAGIC.get(job.dtype)
     if magic is None:

@@ -1,10 +1,10 @@
-r"""Integer grids, and :class:`Quantizer`: a grid that travels with its scale.
+r"""Integer grids, and :class:`~qlib.Quantizer`: a grid that travels with its scale.
 
-:func:`integer_range` gives the codes a ``bits``-wide integer holds, full or
+:func:`~qlib.integer_range` gives the codes a ``bits``-wide integer holds, full or
 *narrow* (restricted: the most negative code dropped, so that the grid is
-symmetric around 0); :func:`smallest_int_dtype` the numpy type that stores them.
+symmetric around 0); :func:`~qlib.smallest_int_dtype` the numpy type that stores them.
 
-A :class:`Quantizer` holds everything :func:`qlib.quantize` needs besides the
+A :class:`~qlib.Quantizer` holds everything :func:`qlib.quantize` needs besides the
 data: scale, zero point, grid (``bits``, ``signed``, ``narrow_range``) and
 granularity (``axis``, ``group_size``). :func:`qlib.calibrate` returns one,
 and ``quantize(x, quantizer)`` then cannot use another grid than the one the

@@ -9,9 +9,9 @@ the forward pass on fake-quantized weights, say) is a new class, not a change
 of the training loop. ``loss.validate(model, data)`` checks the whole data
 once before training.
 
-The losses here depend on the logits only: :class:`LogitLoss` runs
+The losses here depend on the logits only: :class:`~qlib.LogitLoss` runs
 :meth:`qlib.MLP.trace`, asks the subclass for the loss and its gradient with
-respect to the logits (:meth:`LogitLoss.logit_loss`), and backpropagates it
+respect to the logits (:meth:`qlib.LogitLoss.logit_loss`), and backpropagates it
 with :meth:`qlib.MLP.backward`. Both compute in float64.
 """
 
