@@ -219,7 +219,9 @@ def calibrate(
     bits : int, default 8
         Width of the integer grid, 2 to 16.
     signed : bool, default True
-        Signed grid :math:`[-2^{b-1}, 2^{b-1}-1]` or unsigned :math:`[0, 2^b-1]`.
+        Signed grid :math:`[-2^{b-1}, 2^{b-1}-1]` or unsigned :math:`[0, 2^b-1]`;
+        with ``symmetric=True`` the narrow range drops the lowest code by
+        default (see ``narrow_range``).
     symmetric : bool, default False
         Symmetric (:math:`s = m / (2^{b-1}-1)`, zero point 0, or
         :math:`2^{b-1}` when unsigned, on the narrow grid) instead of
