@@ -4,6 +4,7 @@ pass, its calibration, rounding modes, bit packing, exact integer
 arithmetic, error and size measures."""
 
 from qlib.core.calibration import *  # noqa: F401,F403
+from qlib.core.checking import *  # noqa: F401,F403
 from qlib.core.fake_quant import *  # noqa: F401,F403
 from qlib.core.fixed_point import *  # noqa: F401,F403
 from qlib.core.grid import *  # noqa: F401,F403
