@@ -2,6 +2,7 @@
 weights, post-training quantization and its storage, pruning, knowledge
 distillation."""
 
+from qlib.methods.bit_allocation import *  # noqa: F401,F403
 from qlib.methods.distillation import *  # noqa: F401,F403
 from qlib.methods.params import *  # noqa: F401,F403
 from qlib.methods.pruning import *  # noqa: F401,F403
