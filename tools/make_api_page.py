@@ -16,7 +16,7 @@ GROUPS = [
      ["article.integer", "article.subinteger", "article.mixed"]),
     ("Layer 3, `qlib.methods`: whole-model algorithms on named tensors",
      ["methods.params", "methods.ptq", "methods.storage", "methods.pruning", "methods.unit_pruning",
-      "methods.distillation", "methods.bit_allocation"]),
+      "methods.distillation", "methods.bit_allocation", "methods.quantized_matmul", "methods.outliers"]),
     ("Layer 4, `qlib.models`: data, the test-bed MLP, its training and quantized simulation",
      ["models.data", "models.mlp", "models.losses", "models.optim", "models.training", "models.simulate",
       "models.integer_mlp"]),
