@@ -19,7 +19,7 @@ GROUPS = [
       "methods.distillation", "methods.bit_allocation", "methods.quantized_matmul", "methods.outliers"]),
     ("Layer 4, `qlib.models`: data, the test-bed MLP, its training and quantized simulation",
      ["models.data", "models.mlp", "models.losses", "models.optim", "models.training", "models.simulate",
-      "models.integer_mlp"]),
+      "models.qat", "models.integer_mlp"]),
 ]
 
 HEADER = """# qlib API reference
