@@ -10,7 +10,8 @@ from pathlib import Path
 
 GROUPS = [
     ("Layer 1, `qlib.core`: primitives that know nothing of models",
-     ["core.grid", "core.uniform", "core.fake_quant", "core.calibration", "core.rounding", "core.packing",
+     ["core.grid", "core.uniform", "core.fake_quant", "core.calibration", "core.rounding", "core.codebook",
+      "core.float_formats", "core.packing",
       "core.intops", "core.fixed_point", "core.metrics", "core.stats", "core.timing", "core.checking"]),
     ("Layer 2, `qlib.article`: the article's methods as written",
      ["article.integer", "article.subinteger", "article.mixed"]),

@@ -5,8 +5,10 @@ arithmetic, error and size measures."""
 
 from qlib.core.calibration import *  # noqa: F401,F403
 from qlib.core.checking import *  # noqa: F401,F403
+from qlib.core.codebook import *  # noqa: F401,F403
 from qlib.core.fake_quant import *  # noqa: F401,F403
 from qlib.core.fixed_point import *  # noqa: F401,F403
+from qlib.core.float_formats import *  # noqa: F401,F403
 from qlib.core.grid import *  # noqa: F401,F403
 from qlib.core.intops import *  # noqa: F401,F403
 from qlib.core.metrics import *  # noqa: F401,F403
