@@ -44,8 +44,10 @@ def page() -> str:
             out += ["```{eval-rst}", f".. automodule:: qlib.{m}", "   :no-members:", "",
                     ".. currentmodule:: qlib", ""]
             for name in mod.__all__:
-                kind = "autoclass" if inspect.isclass(getattr(mod, name)) else "autofunction"
-                out += [f".. {kind}:: {name}"] + (["   :members:"] if kind == "autoclass" else []) + [""]
+                obj = getattr(mod, name)
+                kind = "autoclass" if inspect.isclass(obj) else "autofunction" if callable(obj) else "autodata"
+                options = {"autoclass": ["   :members:"], "autodata": ["   :no-value:"]}.get(kind, [])
+                out += [f".. {kind}:: {name}"] + options + [""]
             out += ["```", ""]
     return "\n".join(out).rstrip() + "\n"
 

@@ -4,13 +4,13 @@ Layers differ in how much quantization hurts them, so a uniform width wastes
 bytes on robust layers and accuracy on sensitive ones. Choosing widths
 automatically has two steps, both on *tables* rather than models:
 
-1. :func:`layer_sensitivity` measures, for every layer :math:`l` and width
+1. :func:`~qlib.layer_sensitivity` measures, for every layer :math:`l` and width
    :math:`b`, the loss increase :math:`\Delta_l(b)` when *only* layer
    :math:`l` is quantized at :math:`b` bits (the "one layer at a time"
    sensitivity of ZeroQ, Cai et al. 2020, arXiv:2001.00281; HAWQ, Dong et
    al. 2019, arXiv:1905.03696, estimates the same quantity from the Hessian
    spectrum instead of measuring it).
-2. :func:`allocate_bits` assumes the increases *add up*,
+2. :func:`~qlib.allocate_bits` assumes the increases *add up*,
    :math:`\Delta(b_1, \dots, b_L) \approx \sum_l \Delta_l(b_l)`, and solves
 
    .. math::
@@ -25,9 +25,9 @@ automatically has two steps, both on *tables* rather than models:
    2019, arXiv:1811.08886) searches the same space with reinforcement learning
    and hardware feedback; a table and an exact solver suffice here.
 
-:func:`allocation_frontier` gives every Pareto-optimal allocation (no other is
+:func:`~qlib.allocation_frontier` gives every Pareto-optimal allocation (no other is
 both smaller and cheaper), for plotting predicted loss against bytes, and
-:func:`pareto_front` the non-dominated points of any measured (bytes, loss)
+:func:`~qlib.pareto_front` the non-dominated points of any measured (bytes, loss)
 pairs. The additivity assumption ignores interactions between layers: check
 the chosen allocation by evaluating it.
 """
@@ -59,10 +59,10 @@ _COMPARE_LIMIT = 1_000_000
 
 @dataclass(frozen=True, eq=False)
 class LayerSensitivity(Mapping):
-    """What :func:`layer_sensitivity` returns: ``table[layer][bits]`` = loss increase.
+    """What :func:`~qlib.layer_sensitivity` returns: ``table[layer][bits]`` = loss increase.
 
     A read-only mapping of layer -> (mapping of bits -> loss increase over the
-    baseline), so it can be given to :func:`allocate_bits` as it is.
+    baseline), so it can be given to :func:`~qlib.allocate_bits` as it is.
 
     Attributes
     ----------
@@ -95,7 +95,7 @@ class LayerSensitivity(Mapping):
 
 @dataclass(frozen=True)
 class BitAllocation:
-    """What :func:`allocate_bits` returns: one width per layer and its predicted cost.
+    """What :func:`~qlib.allocate_bits` returns: one width per layer and its predicted cost.
 
     Attributes
     ----------
@@ -139,7 +139,7 @@ def layer_sensitivity(evaluate, layers, bits, *, baseline=None) -> LayerSensitiv
     the "one layer at a time" sensitivity (Cai et al. 2020, ZeroQ,
     arXiv:2001.00281, Sec. 3.3). It takes ``len(layers) * len(bits)`` calls,
     plus one for the baseline ``evaluate({})`` when ``baseline`` is ``None``.
-    :func:`allocate_bits` then predicts the loss of a mixed allocation as
+    :func:`~qlib.allocate_bits` then predicts the loss of a mixed allocation as
     :math:`\\sum_l \\Delta_l(b_l)`: it *assumes additivity*, i.e. that the
     errors of different layers do not interact, which holds to second order
     when the Hessian is block diagonal across layers (the HAWQ assumption,
@@ -150,7 +150,7 @@ def layer_sensitivity(evaluate, layers, bits, *, baseline=None) -> LayerSensitiv
     ----------
     evaluate : callable
         ``evaluate(widths) -> float``: quantizes ONLY the layers of the dict
-        ``widths`` (layer -> bits), e.g. with :func:`qlib.quantize_per_layer`,
+        ``widths`` (layer -> bits), e.g. with :func:`~qlib.quantize_per_layer`,
         keeps the others in float, and returns a loss (lower is better), e.g.
         the validation cross-entropy. Each call gets a fresh dict.
     layers : sequence
@@ -243,12 +243,12 @@ def allocate_bits(sensitivity, sizes, budget, *, method: str = "exact") -> BitAl
     ----------
     sensitivity : mapping of layer to (mapping of int to float)
         ``sensitivity[layer][b]``: the cost (e.g. loss increase) of layer
-        ``layer`` at ``b`` bits; e.g. a :class:`LayerSensitivity`. Any finite
+        ``layer`` at ``b`` bits; e.g. a :class:`~qlib.LayerSensitivity`. Any finite
         reals, negative allowed.
     sizes : mapping of layer to (mapping of int to int)
         ``sizes[layer][b]``: its bytes at ``b`` bits (packed weights plus
-        scales, e.g. from :func:`qlib.quantize_per_layer` or
-        :func:`qlib.packed_nbytes`); the same layers and widths as
+        scales, e.g. from :func:`~qlib.quantize_per_layer` or
+        :func:`~qlib.packed_nbytes`); the same layers and widths as
         ``sensitivity``, integers >= 0.
     budget : int or float
         The largest total size allowed, in bytes, >= 0.
@@ -299,7 +299,7 @@ def allocate_bits(sensitivity, sizes, budget, *, method: str = "exact") -> BitAl
 def allocation_frontier(sensitivity, sizes) -> list[BitAllocation]:
     """Every Pareto-optimal allocation: no other is both smaller and cheaper, sorted by bytes.
 
-    The frontier of the exact solver of :func:`allocate_bits` without a budget:
+    The frontier of the exact solver of :func:`~qlib.allocate_bits` without a budget:
     bytes strictly increase and costs strictly decrease along it, from every
     layer at its smallest choice to the cheapest allocation. ``allocate_bits(s,
     sizes, B)`` is the last point with ``nbytes <= B``. Plot ``[a.nbytes for a
@@ -309,7 +309,7 @@ def allocation_frontier(sensitivity, sizes) -> list[BitAllocation]:
     Parameters
     ----------
     sensitivity, sizes : mapping of layer to (mapping of int to number)
-        As in :func:`allocate_bits`.
+        As in :func:`~qlib.allocate_bits`.
 
     Returns
     -------
@@ -319,7 +319,7 @@ def allocation_frontier(sensitivity, sizes) -> list[BitAllocation]:
     Raises
     ------
     TypeError, ValueError
-        As :func:`allocate_bits` for the tables.
+        As :func:`~qlib.allocate_bits` for the tables.
 
     Examples
     --------
@@ -475,7 +475,7 @@ def _pareto_merge(costs, nbytes, budget, limit=None):
 
 
 def _greedy(costs, nbytes, budget) -> list[int]:
-    """Greedy descent from the largest choices; see :func:`allocate_bits`."""
+    """Greedy descent from the largest choices; see :func:`~qlib.allocate_bits`."""
     # Start: most bytes; ties -> lower cost, then wider width (higher index).
     cur = [max(range(s.size), key=lambda j, s=s, c=c: (s[j], -c[j], j)) for c, s in zip(costs, nbytes)]
     total = sum(int(s[j]) for s, j in zip(nbytes, cur))

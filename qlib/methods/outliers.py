@@ -9,18 +9,18 @@ outliers and leaves the ordinary channels a handful of codes; a
 per-input-channel scale would fix that but does not factor out of an integer
 GEMM (:mod:`qlib.methods.quantized_matmul`). Two remedies:
 
-:func:`llm_int8_matmul` (LLM.int8()'s mixed-precision decomposition)
+:func:`~qlib.llm_int8_matmul` (LLM.int8()'s mixed-precision decomposition)
     take the outlier columns out and multiply them in floating point, the
     rest in int8 with vector-wise (per-token x per-output-channel) scales;
-:func:`smoothquant_scales` and :func:`smooth` (SmoothQuant)
+:func:`~qlib.smoothquant_scales` and :func:`~qlib.smooth` (SmoothQuant)
     following Xiao, Lin, Seznec, Wu, Demouth and Han 2022 (arXiv:2211.10438),
     divide each input channel of ``x`` by :math:`s_k` and multiply the same
     column of ``W`` by it, an exact identity
     :math:`x W^T = (x\,\mathrm{diag}(s)^{-1})(W\,\mathrm{diag}(s))^T` that
     migrates the difficulty from the activations to the weights, so that
-    both quantize well per tensor (:func:`smoothquant_matmul`).
+    both quantize well per tensor (:func:`~qlib.smoothquant_matmul`).
 
-:func:`outlier_activations` generates *synthetic* activations with such
+:func:`~qlib.outlier_activations` generates *synthetic* activations with such
 outlier channels for experiments; they are not taken from a real model.
 """
 
@@ -114,7 +114,7 @@ def llm_int8_matmul(x, w, *, threshold=6.0, bits=8):
     quantization of the paper: symmetric absmax int8 codes of
     :math:`x_{:,R}` with one scale per token (row) and of :math:`W_{:,R}`
     with one scale per output channel (row of ``W``), multiplied exactly in
-    integers (:func:`~qlib.methods.quantized_matmul.quantized_matmul` with
+    integers (:func:`~qlib.quantized_matmul` with
     ``x_granularity="token", w_granularity="channel"``). The scales are
     computed on the sub-matrices without the outlier columns, so an outlier
     no longer sets the scale of its token.
@@ -198,7 +198,7 @@ def smoothquant_scales(x_absmax, w_absmax, alpha=0.5) -> np.ndarray:
     arXiv:2211.10438. :math:`\max|X_k|` is the largest magnitude of
     input channel :math:`k` of the activations (over calibration tokens),
     :math:`\max|W_k|` that of column :math:`k` of ``W`` (over output
-    channels). After :func:`smooth`, channel :math:`k` of the activations has
+    channels). After :func:`~qlib.smooth`, channel :math:`k` of the activations has
     the maximum :math:`\max|X_k|^{1-\alpha}\max|W_k|^{1-\alpha}` and column
     :math:`k` of the weights :math:`\max|X_k|^{\alpha}\max|W_k|^{\alpha}`:
     :math:`\alpha = 0.5` makes them equal; :math:`\alpha = 1` gives every
@@ -261,7 +261,7 @@ def smooth(x, w, s):
     x : numpy.ndarray of float, shape (tokens, in)
     w : numpy.ndarray of float, shape (out, in)
     s : array_like of float, shape (in,)
-        Positive, finite, e.g. :func:`smoothquant_scales`.
+        Positive, finite, e.g. :func:`~qlib.smoothquant_scales`.
 
     Returns
     -------
@@ -296,9 +296,9 @@ def smooth(x, w, s):
 
 def smoothquant_matmul(x, w, *, alpha=0.5, x_absmax=None, x_bits=8, w_bits=8, x_granularity="tensor",
                        w_granularity="tensor"):
-    r"""SmoothQuant, then :func:`~qlib.methods.quantized_matmul.quantized_matmul`: approximate ``x @ w.T``.
+    r"""SmoothQuant, then :func:`~qlib.quantized_matmul`: approximate ``x @ w.T``.
 
-    :math:`s = ` :func:`smoothquant_scales` ``(x_absmax, |w|.max(axis=0), alpha)``,
+    :math:`s = ` :func:`~qlib.smoothquant_scales` ``(x_absmax, |w|.max(axis=0), alpha)``,
     ``x_s, w_s = smooth(x, w, s)``, then both quantized symmetric with the
     given granularities, per tensor by default (the paper's O2/O3 settings
     are per-tensor for both; O1 is per-token activations) and multiplied
@@ -314,7 +314,7 @@ def smoothquant_matmul(x, w, *, alpha=0.5, x_absmax=None, x_bits=8, w_bits=8, x_
         Per-channel activation maxima from calibration data (the paper uses
         512 calibration sentences); default ``np.abs(x).max(axis=0)``.
     x_bits, w_bits, x_granularity, w_granularity
-        As in :func:`~qlib.methods.quantized_matmul.quantized_matmul`.
+        As in :func:`~qlib.quantized_matmul`.
 
     Returns
     -------

@@ -11,7 +11,7 @@ codes :math:`r_{jk}` with scales :math:`t`. Then
           = s_i\, t_j\, \mathrm{acc}_{ij},
 
 and :math:`\mathrm{acc} = q\, r^T` is one integer matrix product
-(:func:`qlib.int_matmul`, exact, int32 accumulators), followed by one
+(:func:`~qlib.int_matmul`, exact, int32 accumulators), followed by one
 multiplication per output by :math:`s_i t_j`. This works because each scale
 is *constant along the summation index* :math:`k` (the input dimension) and
 factors out of the sum:
@@ -30,11 +30,11 @@ GEMM per group, summed in floating point; not done here). Yet activations of
 large language models vary most *across input channels* (a few channels
 are 20 to 100 times larger than the others; see :mod:`qlib.methods.outliers`).
 The two ways out: keep those channels in floating point (LLM.int8(),
-:func:`~qlib.methods.outliers.llm_int8_matmul`), or migrate the
+:func:`~qlib.llm_int8_matmul`), or migrate the
 per-input-channel factor into the weights, :math:`x W^T = (x\,
 \mathrm{diag}(s)^{-1})(W \mathrm{diag}(s))^T`, before quantizing
-(SmoothQuant, :func:`~qlib.methods.outliers.smooth`).
-:func:`quantized_matmul` and :func:`rescaled_int_matmul` refuse the
+(SmoothQuant, :func:`~qlib.smooth`).
+:func:`~qlib.quantized_matmul` and :func:`~qlib.rescaled_int_matmul` refuse the
 granularities that do not factor with a ``ValueError`` saying so.
 
 Zero points are not handled: with affine activations the sum gains
@@ -69,7 +69,7 @@ _WAY_OUT = (
 def matmul_operands(x, w) -> tuple[np.ndarray, np.ndarray]:
     """Check ``x`` (tokens, in) and ``w`` (out, in): finite float 2-D arrays with the same ``in``.
 
-    Shared by :mod:`qlib.methods.outliers`; integer arrays are refused, as :func:`qlib.calibrate` does.
+    Shared by :mod:`qlib.methods.outliers`; integer arrays are refused, as :func:`~qlib.calibrate` does.
     """
     xa = as_float_array(x, "x", allow_int=False)
     wa = as_float_array(w, "w", allow_int=False)
@@ -125,7 +125,7 @@ def _codes(codes, name: str) -> np.ndarray:
 def rescaled_int_matmul(q_x, q_w, x_quantizer, w_quantizer) -> np.ndarray:
     r"""Dequantized product of integer codes, :math:`y = s_x[:, None] \cdot (q_x q_w^T) \cdot s_w[None, :]`.
 
-    The accumulator :math:`q_x q_w^T` is :func:`qlib.int_matmul`'s exact
+    The accumulator :math:`q_x q_w^T` is :func:`~qlib.int_matmul`'s exact
     integer product; the rescaling is done in float64. Only scales that
     factor out of the sum over the input dimension are accepted (see the
     module documentation): ``x_quantizer`` per tensor or per token
@@ -148,7 +148,7 @@ def rescaled_int_matmul(q_x, q_w, x_quantizer, w_quantizer) -> np.ndarray:
     Raises
     ------
     TypeError
-        If a quantizer is not a :class:`qlib.Quantizer` or the codes are not integers.
+        If a quantizer is not a :class:`~qlib.Quantizer` or the codes are not integers.
     ValueError
         If a quantizer is per input channel (``axis=1``) or per group, has a
         nonzero zero point, has a number of scales that does not match the codes, or
@@ -189,12 +189,12 @@ def rescaled_int_matmul(q_x, q_w, x_quantizer, w_quantizer) -> np.ndarray:
 def quantized_matmul(x, w, *, x_bits=8, w_bits=8, x_granularity="tensor", w_granularity="tensor") -> np.ndarray:
     r"""Approximate ``x @ w.T`` with symmetric integer operands and one exact integer GEMM.
 
-    Quantizes ``x`` and ``w`` with :func:`qlib.calibrate` (``symmetric=True``,
+    Quantizes ``x`` and ``w`` with :func:`~qlib.calibrate` (``symmetric=True``,
     min-max: the scale is :math:`\max|\cdot| / (2^{b-1}-1)` on the narrow grid,
     the absmax quantization of LLM.int8()), computed on the data itself
     (dynamic quantization), then returns
     :math:`s_x[:, \text{None}] \cdot \text{int\_matmul}(q_x, q_w^T) \cdot s_w[\text{None}, :]`
-    (:func:`rescaled_int_matmul`). The result equals
+    (:func:`~qlib.rescaled_int_matmul`). The result equals
     ``dequantize(q_x) @ dequantize(q_w).T`` up to float rounding: the scales
     factor out of the sum over the input dimension (module documentation).
 

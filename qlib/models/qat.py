@@ -10,27 +10,27 @@ et al. 2015, arXiv:1511.00363). Rounding has zero derivative almost
 everywhere, so the backward pass uses the straight-through estimator (STE,
 Bengio et al. 2013, arXiv:1308.3432): :math:`\partial \hat W / \partial W = 1`
 inside the clipping range of the quantizer and 0 outside it
-(:func:`qlib.fake_quantize_backward`).
+(:func:`~qlib.fake_quantize_backward`).
 
-Nothing in the training loop changes: :class:`QuantizationAwareLoss` is a loss
+Nothing in the training loop changes: :class:`~qlib.QuantizationAwareLoss` is a loss
 (``loss(model, batch) -> (value, grads)``, :mod:`qlib.models.losses`) that
 wraps another one. On each call it
 
-1. fake-quantizes every weight (the rule of :func:`qlib.is_weight`) with its
-   current :class:`qlib.Quantizer`; biases stay in float;
+1. fake-quantizes every weight (the rule of :func:`~qlib.is_weight`) with its
+   current :class:`~qlib.Quantizer`; biases stay in float;
 2. runs the base loss on the model with those weights
-   (:meth:`qlib.MLP.trace` with replacement ``params``, the base loss's
-   :meth:`~qlib.LogitLoss.logit_loss`, :meth:`qlib.MLP.backward`), which gives
+   (:meth:`~qlib.MLP.trace` with replacement ``params``, the base loss's
+   :meth:`~qlib.LogitLoss.logit_loss`, :meth:`~qlib.MLP.backward`), which gives
    :math:`\partial L / \partial \hat W` and the biases' gradients;
 3. maps :math:`\partial L/\partial \hat W` to the float weights by the STE
-   (``grad_x`` of :func:`qlib.fake_quantize_backward`: zero outside the
+   (``grad_x`` of :func:`~qlib.fake_quantize_backward`: zero outside the
    clipping range) and returns those gradients to :func:`~qlib.fit`'s optimizer.
 
 **The scales.** Three policies (``learn_scale``, ``recalibrate``):
 
 *fixed* (default)
     calibrated once, on the weights at the first call (or
-    :meth:`~QuantizationAwareLoss.initialize`), with :func:`qlib.calibrate`
+    :meth:`~qlib.QuantizationAwareLoss.initialize`), with :func:`~qlib.calibrate`
     (``method``), and kept. A weight that grows past the range is clipped
     and gets no gradient.
 *recalibrated* (``recalibrate=True``)
@@ -42,19 +42,19 @@ wraps another one. On each call it
     LSQ (learned step size quantization, Esser et al. 2020,
     arXiv:1902.08153): each per-channel scale :math:`s` is a trainable
     parameter with the gradient :math:`\partial L/\partial s` of
-    :func:`qlib.fake_quantize_backward` (``grad_scale``), multiplied by
+    :func:`~qlib.fake_quantize_backward` (``grad_scale``), multiplied by
     LSQ's gradient scale :math:`g = 1/\sqrt{N_w q_{max}}` (:math:`N_w` weights
     per scale, :math:`q_{max}` LSQ's :math:`Q_P`: :math:`2^{b-1}-1` on the
     symmetric grid, :math:`2^b - 1` on an asymmetric one, as LSQ's unsigned
     data) and applied by an :class:`~qlib.Adam` of its own (learning
     rate ``scale_lr``) inside the loss call, after the gradients are
     computed: weights and scales take one simultaneous step. Scales are kept
-    at least :math:`2^{-23}` (the floor of :func:`qlib.calibrate`).
+    at least :math:`2^{-23}` (the floor of :func:`~qlib.calibrate`).
 
     The initial scales come from the calibration by default
     (``scale_init="calibrate"``): starting from a trained model, the first
     forward pass is then the post-training-quantized model (up to an ulp of
-    the scale, see :meth:`~QuantizationAwareLoss.calibrate_weight`), so what
+    the scale, see :meth:`~qlib.QuantizationAwareLoss.calibrate_weight`), so what
     QAT gains over PTQ is measured from the same start for fixed and
     learned scales. ``scale_init="lsq"`` is LSQ's own initialisation
     :math:`s = 2\,\overline{|w|}/\sqrt{q_{max}}` per channel, designed for
@@ -74,18 +74,18 @@ arXiv:2004.09576, learns an offset too).
 
 **Activations** (``act_bits``, optional): the input of every dense layer is
 fake-quantized per tensor on the int8-style signed grid (asymmetric), with
-ranges calibrated once (:func:`qlib.calibrate_activations`, min-max, run on
+ranges calibrated once (:func:`~qlib.calibrate_activations`, min-max, run on
 the fake-quantized weights) on the data given to
-:meth:`~QuantizationAwareLoss.initialize`, or on the first minibatch;
-:meth:`qlib.MLP.backward` passes the gradient through them unchanged (STE
+:meth:`~qlib.QuantizationAwareLoss.initialize`, or on the first minibatch;
+:meth:`~qlib.MLP.backward` passes the gradient through them unchanged (STE
 without a clipping mask). Jacob et al. track activation ranges by moving
 averages; fixed calibrated ranges are used here.
 
-After training, :meth:`~QuantizationAwareLoss.quantized_params` gives the
+After training, :meth:`~qlib.QuantizationAwareLoss.quantized_params` gives the
 fake-quantized weights for ``model.accuracy(x, y, params=...)``,
-:attr:`~QuantizationAwareLoss.quantizers` the quantizers (codes by
-:func:`qlib.quantize`) and :meth:`~QuantizationAwareLoss.nbytes` the storage.
-:func:`qat_finetune` is the one-call form.
+:attr:`~qlib.QuantizationAwareLoss.quantizers` the quantizers (codes by
+:func:`~qlib.quantize`) and :meth:`~qlib.QuantizationAwareLoss.nbytes` the storage.
+:func:`~qlib.qat_finetune` is the one-call form.
 """
 
 from __future__ import annotations
@@ -151,7 +151,7 @@ class QuantizationAwareLoss:
         One scale per output channel (``axis=0``), else one per tensor.
     symmetric : bool, default True
         Symmetric narrow grid :math:`[-(2^{b-1}-1), 2^{b-1}-1]`, zero point 0
-        (as :func:`qlib.calibrate`); False for the asymmetric grid.
+        (as :func:`~qlib.calibrate`); False for the asymmetric grid.
     method : {"minmax", "mse", "percentile"}, default "minmax"
         The calibration of the initial (or recalibrated) scales.
     learn_scale : bool, default False
@@ -170,7 +170,7 @@ class QuantizationAwareLoss:
     Attributes
     ----------
     quantizers : dict of str to Quantizer or None
-        The weights' current quantizers (None before the first call or :meth:`initialize`).
+        The weights' current quantizers (None before the first call or :meth:`~qlib.QuantizationAwareLoss.initialize`).
     scales, gradient_scale : dict
         With ``learn_scale``, the float64 scales being learned (updated by
         ``scale_optimizer``, an :class:`~qlib.Adam`); LSQ's :math:`g` of each weight.
@@ -245,10 +245,10 @@ class QuantizationAwareLoss:
         self.scale_optimizer = Adam(self.scale_lr)
 
     def calibrate_weight(self, weight) -> Quantizer:
-        r"""The quantizer :func:`qlib.calibrate` gives ``weight`` with this loss's grid and ``method``.
+        r"""The quantizer :func:`~qlib.calibrate` gives ``weight`` with this loss's grid and ``method``.
 
         A symmetric min-max scale is then rounded *up* to float32 where needed
-        (by an ulp, rarely two): :func:`qlib.calibrate` rounds
+        (by an ulp, rarely two): :func:`~qlib.calibrate` rounds
         :math:`\max|w| / q_{max}` to the nearest float32, which may leave the
         largest weight of a channel a hair outside the range, where the STE
         would cut its gradient.
@@ -343,7 +343,7 @@ class QuantizationAwareLoss:
         r"""``(value, grads, scale_grads)`` at the current quantizers, without updating anything.
 
         ``scale_grads`` maps each weight name to :math:`\partial L/\partial s`
-        (``grad_scale`` of :func:`qlib.fake_quantize_backward`, float64, the
+        (``grad_scale`` of :func:`~qlib.fake_quantize_backward`, float64, the
         shape of the quantizer's scale), *without* LSQ's factor :math:`g`. The
         first call initialises the quantizers (on ``batch["x"]`` for the
         activations).
@@ -381,10 +381,10 @@ class QuantizationAwareLoss:
     def nbytes(self, model) -> int:
         """Storage of the quantized model in bytes: packed ``bits``-bit codes, float32 scales, float biases.
 
-        The codes are counted by :func:`qlib.packed_nbytes` (2 bytes a code
+        The codes are counted by :func:`~qlib.packed_nbytes` (2 bytes a code
         above 8 bits), each scale as a float32, each nonzero zero point in
         the grid's integer type, every other tensor at its own dtype: the
-        convention of :func:`qlib.quantize_params`.
+        convention of :func:`~qlib.quantize_params`.
         """
         quantizers = self.current_quantizers(model)
         total = 0
@@ -406,7 +406,7 @@ class RecordQuantizedAccuracy:
     Appends ``model.accuracy(x, y, params=loss.quantized_params(model), act_quant=loss.act_quant)``
     to ``history[key]``.
 
-    Parameters: ``loss`` (a :class:`QuantizationAwareLoss`), ``x`` of shape
+    Parameters: ``loss`` (a :class:`~qlib.QuantizationAwareLoss`), ``x`` of shape
     ``(n, in_features)``, ``y`` of ``n`` labels, ``key`` (default ``"val_accuracy"``).
     """
 
@@ -429,10 +429,10 @@ def qat_finetune(model, data, *, bits=4, learn_scale=False, epochs, rng, lr=1e-3
                  act_bits=None, base_loss=None, x_val=None, y_val=None):
     """Fine-tune ``model`` in place by quantization-aware training; return its quantized form.
 
-    :func:`~qlib.fit` with a :class:`QuantizationAwareLoss` of these options
+    :func:`~qlib.fit` with a :class:`~qlib.QuantizationAwareLoss` of these options
     (initialised on ``model`` and ``data["x"]``), :class:`~qlib.Adam` of
     learning rate ``lr`` for the weights and, with ``x_val``, the hook
-    :class:`RecordQuantizedAccuracy`. ``model`` keeps the float (latent)
+    :class:`~qlib.RecordQuantizedAccuracy`. ``model`` keeps the float (latent)
     weights; fine-tune a ``model.copy()`` to keep the original.
 
     Parameters
@@ -442,7 +442,7 @@ def qat_finetune(model, data, *, bits=4, learn_scale=False, epochs, rng, lr=1e-3
     data : mapping of str to array_like
         As for :func:`~qlib.fit`: ``"x"``, ``"y"`` (and what ``base_loss`` reads).
     bits, learn_scale, scale_lr, per_channel, symmetric, method, recalibrate, scale_init, act_bits, base_loss
-        As in :class:`QuantizationAwareLoss`.
+        As in :class:`~qlib.QuantizationAwareLoss`.
     epochs, rng
         As for :func:`~qlib.fit`.
     lr : float, default 1e-3
