@@ -147,6 +147,15 @@ def max_abs_error(x, x_hat) -> float:
     return float(np.max(np.abs(d)))
 
 
+#: Numeric types of the ``ml_dtypes`` package (bfloat16, float8, float4, int4, ...), which numpy
+#: does not class as numbers.
+_ML_DTYPES = frozenset({
+    "bfloat16", "float8_e4m3fn", "float8_e4m3fnuz", "float8_e4m3b11fnuz", "float8_e5m2", "float8_e5m2fnuz",
+    "float8_e3m4", "float8_e4m3", "float8_e8m0fnu", "float6_e2m3fn", "float6_e3m2fn", "float4_e2m1fn",
+    "int2", "int4", "uint2", "uint4",
+})
+
+
 def size_bytes(*arrays) -> int:
     """Total storage, in bytes, of numpy arrays and scalars: the sum of their ``.nbytes``.
 
@@ -189,6 +198,12 @@ def size_bytes(*arrays) -> int:
     1005
     >>> size_bytes(np.zeros(500, dtype=np.uint8))      # 1000 4-bit codes, packed
     500
+
+    The numeric types of ``ml_dtypes`` count too (bfloat16: 2 bytes per value):
+
+    >>> import ml_dtypes
+    >>> size_bytes(np.zeros(1000, dtype=ml_dtypes.bfloat16))
+    2000
     """
     total = 0
     for i, a in enumerate(arrays):
@@ -207,7 +222,7 @@ def size_bytes(*arrays) -> int:
             raise TypeError(
                 f"{where} must be a numpy array or numeric scalar, got {type(a).__name__}"
             )
-        if not (np.issubdtype(arr.dtype, np.number) or arr.dtype == np.bool_):
+        if not (np.issubdtype(arr.dtype, np.number) or arr.dtype == np.bool_ or arr.dtype.name in _ML_DTYPES):
             raise TypeError(f"{where} must have a numeric dtype, got {arr.dtype}")
         total += int(arr.nbytes)
     return total

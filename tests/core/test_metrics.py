@@ -106,3 +106,11 @@ def test_size_bytes_rejects_non_arrays():
         size_bytes(None)
     with pytest.raises(TypeError, match="numeric dtype"):
         size_bytes(np.array(["a", "b"]))
+
+
+def test_size_bytes_counts_ml_dtypes_arrays():
+    ml_dtypes = pytest.importorskip("ml_dtypes")
+
+    assert size_bytes(np.zeros(10, dtype=ml_dtypes.bfloat16), np.zeros(4, dtype=ml_dtypes.float8_e4m3fn)) == 24
+    with pytest.raises(TypeError, match="numeric dtype"):
+        size_bytes(np.array(["a"]))
