@@ -31,8 +31,10 @@ import numbers
 
 import numpy as np
 
+from qlib.core.calibration import calibrate
+from qlib.core.uniform import quantize
 from qlib.core.validation import as_float_array, check_bits, check_int, check_real, check_rng
-from qlib.methods.quantized_matmul import matmul_operands, quantized_matmul, result_dtype
+from qlib.methods.quantized_matmul import matmul_operands, quantized_matmul, rescaled_int_matmul, result_dtype
 
 __all__ = ["outlier_activations", "llm_int8_matmul", "smoothquant_scales", "smooth", "smoothquant_matmul"]
 
@@ -294,8 +296,8 @@ def smooth(x, w, s):
     return xa.astype(ft) / sf, wa.astype(ft) * sf
 
 
-def smoothquant_matmul(x, w, *, alpha=0.5, x_absmax=None, x_bits=8, w_bits=8, x_granularity="tensor",
-                       w_granularity="tensor"):
+def smoothquant_matmul(x, w, *, alpha=0.5, x_absmax=None, x_calibration=None, x_bits=8, w_bits=8,
+                       x_granularity="tensor", w_granularity="tensor"):
     r"""SmoothQuant, then :func:`~qlib.quantized_matmul`: approximate ``x @ w.T``.
 
     :math:`s = ` :func:`~qlib.smoothquant_scales` ``(x_absmax, |w|.max(axis=0), alpha)``,
@@ -313,6 +315,13 @@ def smoothquant_matmul(x, w, *, alpha=0.5, x_absmax=None, x_bits=8, w_bits=8, x_
     x_absmax : array_like of float, shape (in,), optional
         Per-channel activation maxima from calibration data (the paper uses
         512 calibration sentences); default ``np.abs(x).max(axis=0)``.
+    x_calibration : numpy.ndarray of float, shape (n, in), optional
+        Static quantization, as deployed: the smoothing factors *and* the
+        per-tensor activation scale come from this calibration batch (the
+        scale from the smoothed batch), and ``x`` is quantized with them
+        (values beyond the calibrated range saturate). Without it, the
+        activation scale is computed from ``x`` itself (dynamic). Requires
+        ``x_granularity="tensor"``; excludes ``x_absmax``.
     x_bits, w_bits, x_granularity, w_granularity
         As in :func:`~qlib.quantized_matmul`.
 
@@ -339,8 +348,25 @@ def smoothquant_matmul(x, w, *, alpha=0.5, x_absmax=None, x_bits=8, w_bits=8, x_
            [0.32]])
     """
     xa, wa = matmul_operands(x, w)
-    xm = np.abs(xa).max(axis=0) if x_absmax is None else x_absmax
-    s = smoothquant_scales(xm, np.abs(wa).max(axis=0), alpha)
-    xs, ws = smooth(xa, wa, s)
-    return quantized_matmul(xs, ws, x_bits=x_bits, w_bits=w_bits, x_granularity=x_granularity,
-                            w_granularity=w_granularity)
+    if x_calibration is None:
+        xm = np.abs(xa).max(axis=0) if x_absmax is None else x_absmax
+        s = smoothquant_scales(xm, np.abs(wa).max(axis=0), alpha)
+        xs, ws = smooth(xa, wa, s)
+        return quantized_matmul(xs, ws, x_bits=x_bits, w_bits=w_bits, x_granularity=x_granularity,
+                                w_granularity=w_granularity)
+    if x_absmax is not None:
+        raise ValueError("give x_absmax or x_calibration, not both: x_calibration sets the maxima itself")
+    if x_granularity != "tensor":
+        raise ValueError(f"static activation scales from x_calibration are per tensor (x_granularity='tensor'), "
+                         f"got x_granularity={x_granularity!r}: a per-token scale can only come from x itself")
+    xc, _ = matmul_operands(x_calibration, wa)
+    s = smoothquant_scales(np.abs(xc).max(axis=0), np.abs(wa).max(axis=0), alpha)
+    xcs, ws = smooth(xc, wa, s)
+    xs, _ = smooth(xa, wa, s)
+    x_quantizer = calibrate(xcs, bits=check_bits(x_bits, "x_bits"), symmetric=True)
+    w_axis = {"tensor": None, "channel": 0}.get(w_granularity)
+    if w_granularity not in ("tensor", "channel"):
+        raise ValueError(f"w_granularity must be one of ('tensor', 'channel'), got {w_granularity!r}")
+    w_quantizer = calibrate(ws, bits=check_bits(w_bits, "w_bits"), symmetric=True, axis=w_axis)
+    y = rescaled_int_matmul(quantize(xs, x_quantizer), quantize(ws, w_quantizer), x_quantizer, w_quantizer)
+    return y.astype(result_dtype(xa, wa), copy=False)

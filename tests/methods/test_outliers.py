@@ -237,3 +237,25 @@ def test_smoothquant_refuses():
     with pytest.raises(ValueError, match="s must be positive and finite in float32"):
         smooth(x.astype(np.float32), w.astype(np.float32), [1.0, 1e300, 2.0])
 
+
+
+def test_smoothquant_static_scales_come_from_the_calibration_batch():
+    import qlib
+    from qlib.methods.outliers import outlier_activations, smoothquant_matmul
+
+    x_all, _ = outlier_activations(np.random.default_rng(3), 128, 64, n_outliers=3)
+    x_cal, x = x_all[:64], x_all[64:]
+    w = np.random.default_rng(4).normal(size=(32, 64)).astype(np.float32) / 8
+    # the same computation written out with public qlib calls
+    s = qlib.smoothquant_scales(np.abs(x_cal).max(axis=0), np.abs(w).max(axis=0), 0.5)
+    x_cal_s, w_s = qlib.smooth(x_cal, w, s)
+    qx, qw = qlib.calibrate(x_cal_s, symmetric=True), qlib.calibrate(w_s, symmetric=True, axis=0)
+    x_s, _ = qlib.smooth(x, w, s)
+    expected = qlib.rescaled_int_matmul(qlib.quantize(x_s, qx), qlib.quantize(w_s, qw), qx, qw)
+    got = smoothquant_matmul(x, w, x_calibration=x_cal, w_granularity="channel")
+    np.testing.assert_array_equal(got, expected.astype(np.float32))
+    assert not np.array_equal(got, smoothquant_matmul(x, w, w_granularity="channel"))  # dynamic differs
+    with pytest.raises(ValueError, match="not both"):
+        smoothquant_matmul(x, w, x_calibration=x_cal, x_absmax=np.ones(64))
+    with pytest.raises(ValueError, match="per tensor"):
+        smoothquant_matmul(x, w, x_calibration=x_cal, x_granularity="token")
