@@ -53,6 +53,7 @@ notebooks: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_core.py
+	$(BIN)/python benchmarks/bench_methods.py
 
 # Re-run every chapter top to bottom in a fresh kernel and store the outputs
 # (do this before committing a notebook; nbval then proves the outputs current).

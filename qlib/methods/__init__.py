@@ -2,8 +2,10 @@
 weights, post-training quantization and its storage, pruning, knowledge
 distillation."""
 
+from qlib.methods.bias_correction import *  # noqa: F401,F403
 from qlib.methods.bit_allocation import *  # noqa: F401,F403
 from qlib.methods.distillation import *  # noqa: F401,F403
+from qlib.methods.gptq import *  # noqa: F401,F403
 from qlib.methods.outliers import *  # noqa: F401,F403
 from qlib.methods.params import *  # noqa: F401,F403
 from qlib.methods.pruning import *  # noqa: F401,F403
