@@ -14,6 +14,7 @@ from qlib.core.intops import *  # noqa: F401,F403
 from qlib.core.metrics import *  # noqa: F401,F403
 from qlib.core.packing import *  # noqa: F401,F403
 from qlib.core.rounding import *  # noqa: F401,F403
+from qlib.core.samples import *  # noqa: F401,F403
 from qlib.core.stats import *  # noqa: F401,F403
 from qlib.core.timing import *  # noqa: F401,F403
 from qlib.core.uniform import *  # noqa: F401,F403
