@@ -60,13 +60,10 @@ s_w b_q`. It rounds the requantization in one of two ways:
     (The 31-bit approximation of :math:`M` and the different tie rule
     matter only on values closer still to a half-integer.) With :math:`n`
     about 10 here, this is rare, and given the same inputs the difference
-    is at most one code. Measured on the book's 64-64-10 digits MLP (five
-    training seeds, digits test set, 26 640 activation codes per run): 15
-    to 24 codes (under 0.1 %) differ by one, none by more; end to end, as a
-    difference propagates into the next layer, 21 to 33 codes differ, still
-    by one at most, and not one prediction changes.
-    ``tests/test_intinfer.py`` asserts the one-code bound and a rate below
-    1 %.
+    is at most one code. Chapter 4 of the book counts these differences on its
+    64-64-10 digits MLP over several runs (a few codes in ten thousand differ
+    by one, none by more). ``tests/models/test_integer_mlp.py`` asserts the
+    one-code bound and a rate below 1 %.
 ``rounding="fixed_point"`` (default)
     the same float64 computation, but with the requantization modelled as
     the integer kernel defines it: with :math:`a = \hat h / s_{in}` (exactly
