@@ -24,8 +24,14 @@ implemented by a function of its own:
     the symmetric uniform quantizer of deployed systems
     (:func:`qlib.calibrate`, :func:`qlib.quantize`) for weights, per tensor
     or per output channel, with min-max or MSE calibration, on the grid the
-    calibration chose; the other tensors (biases) stay 32-bit, as in
-    integer-only inference (Jacob et al. 2018), where they become int32.
+    calibration chose (``symmetric=False``: the asymmetric grid with a
+    zero point per scale); the other tensors (biases) stay 32-bit, as in
+    integer-only inference (Jacob et al. 2018), where they become int32;
+``"kmeans"``
+    weight sharing as in Deep Compression (Han et al. 2016): a k-means
+    codebook of :math:`2^b` float32 values per weight tensor
+    (:func:`qlib.kmeans_quantize`) and the packed ``bits``-wide indices; the
+    other tensors stay as they are.
 
 Which tensors are weights is decided by :func:`qlib.is_weight` (two or more
 dimensions, a name not ending in ``".bias"``), the rule every method shares.
@@ -53,6 +59,7 @@ from qlib.article.integer import integer_quantize
 from qlib.article.mixed import mixed_quantize
 from qlib.article.subinteger import subinteger_quantize
 from qlib.core.calibration import calibrate
+from qlib.core.codebook import kmeans_quantize
 from qlib.core.metrics import mse, size_bytes
 from qlib.core.packing import pack
 from qlib.core.uniform import dequantize, quantize
@@ -68,7 +75,7 @@ __all__ = [
 ]
 
 # The methods quantize_params accepts.
-PTQ_METHODS = ("integer", "subinteger", "mixed", "uniform")
+PTQ_METHODS = ("integer", "subinteger", "mixed", "uniform", "kmeans")
 _CALIBRATIONS = ("minmax", "mse")
 
 
@@ -152,6 +159,11 @@ class PTQResult:
         """Total storage of the quantized model, in bytes."""
         return int(sum(self.storage.values()))
 
+    @property
+    def weight_nbytes(self) -> int:
+        """Storage of the quantized tensors only (the weights, :func:`qlib.is_weight`), in bytes."""
+        return int(sum(n for name, n in self.storage.items() if name in self.codes))
+
     def __repr__(self) -> str:
         return (f"PTQResult(method={self.method!r}, bits={self.bits}, "
                 f"tensors={len(self.params)}, nbytes={self.nbytes})")
@@ -217,9 +229,32 @@ def _quantize_mixed(tensors, bits: int) -> PTQResult:
     return _quantize_article(tensors, bits, "mixed", lambda name, t: not is_weight(name, t))
 
 
+def _keep(name, t, out_params, storage, detail) -> None:
+    """A tensor that is not quantized: kept as it is, at its own size."""
+    out_params[name] = t.copy()
+    storage[name] = size_bytes(t)
+    detail[name] = f"kept in {t.dtype}"
+
+
+def _quantize_kmeans(tensors, bits: int, *, iters: int) -> PTQResult:
+    """A k-means codebook per weight tensor, packed indices; other tensors kept."""
+    out_params, codes, storage, detail = {}, {}, {}, {}
+    for name, t in tensors.items():
+        if not is_weight(name, t):
+            _keep(name, t, out_params, storage, detail)
+            continue
+        result = kmeans_quantize(t, bits, iters=iters)
+        out_params[name] = result.dequantize().astype(t.dtype, copy=False)
+        codes[name] = result.indices
+        storage[name] = result.nbytes
+        state = "converged" if result.converged else f"not converged after {result.n_iter} iterations"
+        detail[name] = f"k-means codebook of {2 ** bits} float32 values ({state}), {bits}-bit indices"
+    return PTQResult(out_params, codes, storage, detail, "kmeans", bits)
+
+
 def _quantize_uniform(tensors, bits: int, *, per_channel: bool, calibration: str, channel_axis: int,
-                      sparse: bool) -> PTQResult:
-    """Symmetric uniform quantization of the weights (grid of the calibration); other tensors kept."""
+                      sparse: bool, symmetric: bool = True) -> PTQResult:
+    """Uniform quantization of the weights (on the grid of the calibration); other tensors kept."""
     slot = storage_bits(bits)
     axis = channel_axis if per_channel else None
     where = "per channel" if per_channel else "per tensor"
@@ -227,23 +262,25 @@ def _quantize_uniform(tensors, bits: int, *, per_channel: bool, calibration: str
     out_params, codes, storage, detail = {}, {}, {}, {}
     for name, t in tensors.items():
         if not is_weight(name, t):
-            out_params[name] = t.copy()
-            storage[name] = size_bytes(t)
-            detail[name] = f"kept in {t.dtype}"
+            _keep(name, t, out_params, storage, detail)
             continue
-        quantizer = calibrate(t, bits=bits, symmetric=True, axis=axis, method=calibration)
-        scale, _ = quantizer
+        quantizer = calibrate(t, bits=bits, symmetric=symmetric, axis=axis, method=calibration)
+        scale, zero_point = quantizer
         q = quantize(t, quantizer)
         out_params[name] = dequantize(q, quantizer).astype(t.dtype, copy=False)
         codes[name] = q
         stored = pack_sparse(q, bits) if sparse else (pack(q, slot, signed=True),)
-        storage[name] = size_bytes(*stored, scale)
-        detail[name] = f"uniform symmetric, {where}, {calibration}, {layout} {slot}-bit slots, float32 scale(s)"
+        side = (scale,) if symmetric else (scale, zero_point)
+        storage[name] = size_bytes(*stored, *side)
+        grid = "symmetric" if symmetric else "asymmetric"
+        params_stored = "float32 scale(s)" if symmetric else "float32 scale(s) and int8 zero point(s)"
+        detail[name] = f"uniform {grid}, {where}, {calibration}, {layout} {slot}-bit slots, {params_stored}"
     return PTQResult(out_params, codes, storage, detail, "uniform", bits)
 
 
 def quantize_params(params, method: str, bits: int, *, per_channel: bool = False,
-                    calibration: str = "minmax", channel_axis: int = 0, sparse: bool = False) -> PTQResult:
+                    calibration: str = "minmax", channel_axis: int = 0, sparse: bool = False,
+                    symmetric: bool = True, kmeans_iters: int = 200) -> PTQResult:
     r"""Quantize every parameter tensor of a model with one of the book's methods at ``bits`` bits.
 
     Parameters
@@ -251,7 +288,7 @@ def quantize_params(params, method: str, bits: int, *, per_channel: bool = False
     params : mapping of str to numpy.ndarray
         The model's tensors by name, floating point. Weights and the other
         tensors (biases) are told apart by :func:`qlib.is_weight`.
-    method : {"integer", "subinteger", "mixed", "uniform"}
+    method : {"integer", "subinteger", "mixed", "uniform", "kmeans"}
         The method (see the module documentation for what each does to
         weights and biases).
     bits : int
@@ -269,12 +306,20 @@ def quantize_params(params, method: str, bits: int, *, per_channel: bool = False
         (a bitmask of the nonzero codes plus the nonzero codes, packed)
         instead of densely, for pruned models. The symmetric grid maps 0 to
         code 0, so pruned weights stay zero.
+    symmetric : bool, default True
+        ``"uniform"`` only: the symmetric narrow grid (zero point 0, not
+        stored) or, if false, the asymmetric grid with a zero point per scale
+        (stored as int8). ``sparse`` needs the symmetric grid.
+    kmeans_iters : int, default 200
+        ``"kmeans"`` only: the most Lloyd iterations per tensor
+        (:func:`qlib.kmeans_quantize`; ``.detail`` says whether it converged).
 
     Returns
     -------
     PTQResult
         ``.params`` the reconstructed tensors, ``.codes`` the integer codes,
-        ``.storage`` the bytes per tensor and ``.nbytes`` their total.
+        ``.storage`` the bytes per tensor, ``.nbytes`` their total and
+        ``.weight_nbytes`` the total of the quantized tensors.
 
     Raises
     ------
@@ -328,13 +373,20 @@ def quantize_params(params, method: str, bits: int, *, per_channel: bool = False
     check_bool(per_channel, "per_channel")
     check_bool(sparse, "sparse")
     check_choice(calibration, "calibration", _CALIBRATIONS)
-    if method != "uniform" and (per_channel or sparse or calibration != "minmax"):
-        raise ValueError(f"per_channel, calibration and sparse apply to method 'uniform' only, not {method!r}")
+    symmetric = check_bool(symmetric, "symmetric")
+    iters = check_int(kmeans_iters, "kmeans_iters", 1)
+    if method != "uniform" and (per_channel or sparse or calibration != "minmax" or not symmetric):
+        raise ValueError(f"per_channel, calibration, sparse and symmetric apply to method 'uniform' only, "
+                         f"not {method!r}")
+    if sparse and not symmetric:
+        raise ValueError("sparse storage needs the symmetric grid (code 0 is the real 0 only there)")
     check_int(channel_axis, "channel_axis")
     tensors = _check_tensors(params)
     if method == "uniform":
         return _quantize_uniform(tensors, b, per_channel=bool(per_channel), calibration=calibration,
-                                 channel_axis=channel_axis, sparse=bool(sparse))
+                                 channel_axis=channel_axis, sparse=bool(sparse), symmetric=symmetric)
+    if method == "kmeans":
+        return _quantize_kmeans(tensors, b, iters=iters)
     article = {"integer": _quantize_integer, "subinteger": _quantize_subinteger, "mixed": _quantize_mixed}
     return article[method](tensors, b)
 

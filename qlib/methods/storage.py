@@ -6,16 +6,21 @@ LSB-first bitstream); :func:`qlib.packed_nbytes` counts the bytes of ``n`` such
 codes.
 A pruned tensor is stored by :func:`~qlib.pack_sparse` as a bitmask of its
 nonzero codes plus those codes, packed; :func:`~qlib.unpack_sparse` restores it.
+:func:`~qlib.sparse_nbytes` counts a pruned matrix in the two usual sparse
+formats, a bitmask or compressed sparse rows (CSR), with its values unquantized.
 """
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 
-from qlib.core.packing import pack, unpack
+from qlib.core.grid import smallest_int_dtype
+from qlib.core.packing import pack, packed_nbytes, unpack
 from qlib.core.validation import as_int_array, check_int
 
-__all__ = ["storage_bits", "pack_sparse", "unpack_sparse"]
+__all__ = ["storage_bits", "pack_sparse", "unpack_sparse", "SparseBytes", "sparse_nbytes"]
 
 
 def storage_bits(bits: int) -> int:
@@ -145,3 +150,68 @@ def unpack_sparse(mask, values, bits: int, shape) -> np.ndarray:
     out = np.zeros(n, dtype=np.int8)
     out[nonzero] = unpack(values, storage_bits(b), int(nonzero.sum()), signed=True)
     return out.reshape(shape)
+
+
+class SparseBytes(NamedTuple):
+    """Bytes of a pruned matrix in two sparse formats (see :func:`~qlib.sparse_nbytes`)."""
+
+    bitmask: int
+    csr: int
+
+
+def sparse_nbytes(mask, *, value_bytes=4) -> SparseBytes:
+    """Bytes of a pruned 2-D matrix stored as bitmask + values and as CSR.
+
+    ``bitmask``: one bit per entry (:func:`qlib.packed_nbytes` of the mask at 1
+    bit) plus the kept values, ``value_bytes`` each, row by row. ``csr``
+    (compressed sparse rows): the kept values, one column index per value in
+    the smallest unsigned type that holds ``columns - 1``, and ``rows + 1``
+    row offsets in the smallest unsigned type that holds ``rows * columns``
+    (the field widths are fixed by the shape, not by how many values a
+    particular mask keeps). The bitmask is smaller from a density of about
+    ``1 / (8 * index bytes)`` of the entries up; CSR below.
+
+    Parameters
+    ----------
+    mask : array_like of bool, shape (rows, columns)
+        True where the entry is kept (as from :func:`qlib.magnitude_prune`).
+    value_bytes : int, default 4
+        Bytes per stored value (4 for float32, 1 for int8 codes, ...).
+
+    Returns
+    -------
+    SparseBytes
+        ``(bitmask, csr)``, in bytes.
+
+    Raises
+    ------
+    TypeError
+        If ``mask`` is not a bool array or ``value_bytes`` not an integer.
+    ValueError
+        If ``mask`` is not 2-D or ``value_bytes < 1``.
+
+    Examples
+    --------
+    A 64 x 64 matrix with 410 entries kept (90 % sparse), float32 values:
+    the bitmask costs 512 bytes, CSR one uint8 column index per value and 65
+    uint16 row offsets:
+
+    >>> mask = np.zeros((64, 64), dtype=bool)
+    >>> mask.flat[::10] = True
+    >>> int(mask.sum()), sparse_nbytes(mask)
+    (410, SparseBytes(bitmask=2152, csr=2180))
+    """
+    arr = np.asarray(mask)
+    if arr.dtype != np.bool_:
+        raise TypeError(f"mask must be a bool array (True where kept), got dtype {arr.dtype}")
+    if arr.ndim != 2:
+        raise ValueError(f"mask must be 2-D (rows, columns), got shape {arr.shape}")
+    value_bytes = check_int(value_bytes, "value_bytes", 1)
+    rows, cols = arr.shape
+    kept = int(np.count_nonzero(arr))
+    values = kept * value_bytes
+    index_bytes = smallest_int_dtype(0, max(cols - 1, 0)).itemsize
+    offset_bytes = smallest_int_dtype(0, arr.size).itemsize
+    bitmask = packed_nbytes(arr.size, 1) + values
+    csr = values + kept * index_bytes + (rows + 1) * offset_bytes
+    return SparseBytes(int(bitmask), int(csr))

@@ -25,6 +25,11 @@ rounding boundary. ``dtype=`` trains in another precision instead. The loss,
 the optimizer and the hooks see that working copy (a float64 :class:`qlib.MLP`),
 so a validation accuracy recorded during training is the float64 model's.
 
+**In place.** Writing back overwrites the model's arrays themselves: an array
+that is also held elsewhere (put into ``model.params`` from another model or
+dict) changes there too. Train a :meth:`qlib.MLP.copy` (which copies the
+arrays) to keep the original.
+
 :func:`~qlib.train` is the book's one-call form with keyword options
 (``masks``, ``teacher_logits``, ``x_val``, ...), mapped onto these pieces.
 All the randomness comes from ``rng``: the same state, model and data give

@@ -81,7 +81,7 @@ def test_mse_calibration_no_worse_than_minmax_on_the_weights(params):
 
 def test_bad_input(params):
     with pytest.raises(ValueError, match="method"):
-        ptq.quantize_params(params, "kmeans", 4)
+        ptq.quantize_params(params, "huffman", 4)
     with pytest.raises(TypeError, match="method"):
         ptq.quantize_params(params, 4, 4)
     with pytest.raises(ValueError, match="bits"):
@@ -213,3 +213,26 @@ def test_quantize_per_layer_accepts_a_model(params):
     a = ptq.quantize_per_layer(model, {"fc1": 4, "fc2": 2})
     b = ptq.quantize_per_layer(model.params, {"fc1": 4, "fc2": 2})
     assert a[1] == b[1] and all(np.array_equal(a[0][k], b[0][k]) for k in b[0])
+
+
+def test_asymmetric_and_kmeans_methods_store_what_they_say():
+    import qlib
+
+    rng = np.random.default_rng(0)
+    params = {"fc.weight": rng.normal(0.3, 0.1, (8, 16)).astype(np.float32),
+              "fc.bias": rng.normal(0, 0.1, 8).astype(np.float32)}
+    w = params["fc.weight"]
+    asym = qlib.quantize_params(params, "uniform", 4, symmetric=False, calibration="mse")
+    qz = qlib.calibrate(w, bits=4, method="mse")
+    np.testing.assert_array_equal(asym.params["fc.weight"], qlib.fake_quantize(w, qz))
+    assert asym.storage["fc.weight"] == 64 + 4 + 1 and asym.weight_nbytes == 69
+    assert asym.nbytes == 69 + 32
+    km = qlib.quantize_params(params, "kmeans", 3)
+    ref = qlib.kmeans_quantize(w, 3, iters=200)
+    np.testing.assert_array_equal(km.params["fc.weight"], ref.dequantize())
+    assert km.storage["fc.weight"] == ref.nbytes == 48 + 32 and "converged" in km.detail["fc.weight"]
+    np.testing.assert_array_equal(km.params["fc.bias"], params["fc.bias"])
+    with pytest.raises(ValueError, match="symmetric grid"):
+        qlib.quantize_params(params, "uniform", 4, symmetric=False, sparse=True)
+    with pytest.raises(ValueError, match="'uniform' only"):
+        qlib.quantize_params(params, "kmeans", 4, symmetric=False)

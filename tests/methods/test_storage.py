@@ -45,3 +45,25 @@ def test_pack_sparse_edge_cases():
 
 def test_still_reachable_from_ptq_users():
     assert qlib.storage_bits is storage_bits and qlib.pack_sparse is pack_sparse and qlib.unpack_sparse is unpack_sparse
+
+
+def test_sparse_nbytes_counts_bitmask_and_csr_fields():
+    import qlib
+    from qlib.methods.storage import sparse_nbytes
+
+    rng = np.random.default_rng(0)
+    w = rng.normal(size=(64, 64)).astype(np.float32)
+    for s in (0.5, 0.9, 0.95):
+        w_p, mask = qlib.magnitude_prune(w, s)
+        kept = w_p[mask].astype(np.float32)
+        bitmask = qlib.size_bytes(np.packbits(mask), kept)
+        csr = qlib.size_bytes(kept, np.nonzero(mask)[1].astype(np.uint8),
+                              np.zeros(65, dtype=np.uint16))
+        assert sparse_nbytes(mask) == (bitmask, csr)
+    wide = np.zeros((2, 300), dtype=bool)
+    wide[0, 299] = True  # column index 299 needs uint16; 600 entries need uint16 offsets
+    assert sparse_nbytes(wide, value_bytes=1) == (75 + 1, 1 + 2 + 3 * 2)
+    with pytest.raises(TypeError, match="bool array"):
+        sparse_nbytes(np.ones((2, 2)))
+    with pytest.raises(ValueError, match="2-D"):
+        sparse_nbytes(np.ones(4, dtype=bool))
