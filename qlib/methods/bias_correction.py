@@ -15,7 +15,7 @@ expected error into the bias:
 
 so that :math:`\mathbb{E}[x \hat W^T + b'] = \mathbb{E}[x W^T + b]`. The paper's
 data-free variant estimates :math:`\mathbb{E}[x]` from the preceding batch
-normalization; :func:`bias_correction` is its *empirical* variant, with
+normalization; :func:`~qlib.bias_correction` is its *empirical* variant, with
 :math:`\mathbb{E}[x]` the mean of calibration inputs.
 """
 
@@ -43,7 +43,7 @@ def bias_correction(weight, weight_hat, bias, inputs) -> np.ndarray:
     ----------
     weight, weight_hat : array_like of float, shape (out, in)
         The float weight and its quantized reconstruction (e.g. the
-        ``weight`` of :func:`qlib.methods.gptq.gptq_quantize`).
+        ``weight`` of :func:`~qlib.gptq_quantize`).
     bias : array_like of float, shape (out,), or None
         The layer's bias; ``None`` for a layer without one (the corrected
         bias is then :math:`-(\hat W - W)\mathbb{E}[x]`).

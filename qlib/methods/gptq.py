@@ -28,8 +28,8 @@ quantizing column :math:`j` and compensating optimally in the columns
 OBQ's update :math:`w_k \leftarrow w_k - (w_j - q_j)[H_F^{-1}]_{jk}/[H_F^{-1}]_{jj}`
 over the remaining set :math:`F = \{j, j+1, \dots\}` with the Schur complements
 of :math:`H^{-1}` read off one Cholesky factor instead of being recomputed.
-:func:`gptq_quantize` implements it; :func:`round_to_nearest` is the baseline on
-the same grid; :func:`layer_output_error` compares them.
+:func:`~qlib.gptq_quantize` implements it; :func:`~qlib.round_to_nearest` is the baseline on
+the same grid; :func:`~qlib.layer_output_error` compares them.
 """
 
 from __future__ import annotations
@@ -60,13 +60,13 @@ _BASE = 64
 
 @dataclass(frozen=True, eq=False)
 class QuantizedWeight:
-    r"""A quantized weight matrix, as :func:`gptq_quantize` and :func:`round_to_nearest` return it.
+    r"""A quantized weight matrix, as :func:`~qlib.gptq_quantize` and :func:`~qlib.round_to_nearest` return it.
 
     Attributes
     ----------
     codes : numpy.ndarray
         The integer codes, shape ``(out, in)`` of the weight, in the dtype
-        :func:`qlib.quantize` gives the grid (``int8`` up to 8 bits).
+        :func:`~qlib.quantize` gives the grid (``int8`` up to 8 bits).
     quantizer : Quantizer
         Per output channel (``axis=0``, scale shape ``(out,)``) or per group
         of ``g`` input columns (``axis=1, group_size=g``, scale shape
@@ -164,18 +164,18 @@ def _inverse_cholesky_upper(h: np.ndarray) -> np.ndarray:
 
 
 def round_to_nearest(weight, *, bits=4, symmetric=True, group_size=None, method="minmax") -> QuantizedWeight:
-    """Round-to-nearest: the baseline of :func:`gptq_quantize`, on the same grid.
+    """Round-to-nearest: the baseline of :func:`~qlib.gptq_quantize`, on the same grid.
 
     ``calibrate(W, bits=bits, symmetric=symmetric, axis=0, method=method)``
     per output channel, or ``axis=1, group_size=group_size`` per group of
     input columns, then ``quantize``. float16 weights are quantized in
-    float32, as :func:`gptq_quantize` does.
+    float32, as :func:`~qlib.gptq_quantize` does.
 
     Parameters
     ----------
     weight : array_like of float, shape (out, in)
     bits, symmetric, group_size, method
-        As in :func:`gptq_quantize`.
+        As in :func:`~qlib.gptq_quantize`.
 
     Returns
     -------
@@ -185,7 +185,7 @@ def round_to_nearest(weight, *, bits=4, symmetric=True, group_size=None, method=
     Raises
     ------
     TypeError, ValueError
-        As :func:`gptq_quantize`.
+        As :func:`~qlib.gptq_quantize`.
 
     Examples
     --------
@@ -250,11 +250,11 @@ def gptq_quantize(weight, inputs=None, *, hessian=None, bits=4, symmetric=True, 
     bits : int, default 4
         2 to 16.
     symmetric : bool, default True
-        Symmetric grid (narrow, zero point 0) or asymmetric, as :func:`qlib.calibrate`.
+        Symmetric grid (narrow, zero point 0) or asymmetric, as :func:`~qlib.calibrate`.
     group_size : int, optional
         Input columns per group; ``None``: one grid per output channel.
     method : {"minmax", "mse", "percentile"}, default "minmax"
-        Range calibration, as :func:`qlib.calibrate`.
+        Range calibration, as :func:`~qlib.calibrate`.
     damp : float, default 0.01
         Dampening, relative to the mean of the Hessian's diagonal, >= 0.
     block_size : int, default 128

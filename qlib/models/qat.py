@@ -184,7 +184,7 @@ class QuantizationAwareLoss:
 
     Examples
     --------
-    Ternary rows (2 bits: codes -1, 0, 1 times the row's max |w|); the loss
+    Ternary rows (2 bits: codes -1, 0, 1 times the row's max :math:`|w|`); the loss
     runs on the quantized weights, and a weight that has grown past the kept
     range gets no gradient (logits ``[1, 1.5]``, so
     :math:`\partial L/\partial z_0 = \sigma(-0.5) = 0.3775` and row 0 of the
