@@ -5,6 +5,7 @@ from qlib.models.data import *  # noqa: F401,F403
 from qlib.models.integer_mlp import *  # noqa: F401,F403
 from qlib.models.losses import *  # noqa: F401,F403
 from qlib.models.mlp import *  # noqa: F401,F403
+from qlib.models.onnx_export import *  # noqa: F401,F403
 from qlib.models.optim import *  # noqa: F401,F403
 from qlib.models.qat import *  # noqa: F401,F403
 from qlib.models.simulate import *  # noqa: F401,F403
