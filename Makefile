@@ -16,10 +16,11 @@ export PYDEVD_DISABLE_FILE_VALIDATION := 1
 
 .PHONY: html test lint notebooks-one-thread unit unit-and-notebooks notebooks book-check bench execute lab lock clean
 
-$(STAMP): requirements/lock.txt pyproject.toml
+$(STAMP): requirements/lock.txt requirements/nodeps.txt pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "the book is pinned for Python 3.11; run make PYTHON=/path/to/python3.11"'
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements/lock.txt
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps -r requirements/nodeps.txt
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps -e .
 	touch $(STAMP)
 
@@ -54,6 +55,7 @@ notebooks: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_core.py
 	$(BIN)/python benchmarks/bench_methods.py
+	$(BIN)/python benchmarks/bench_minilm.py
 
 # Re-run every chapter top to bottom in a fresh kernel and store the outputs
 # (do this before committing a notebook; nbval then proves the outputs current).

@@ -22,7 +22,7 @@ GROUPS = [
       "methods.quantized_matmul", "methods.outliers"]),
     ("Layer 4, `qlib.models`: data, the test-bed MLP, its training and quantized simulation",
      ["models.data", "models.mlp", "models.losses", "models.optim", "models.training", "models.simulate",
-      "models.qat", "models.integer_mlp", "models.onnx_export"]),
+      "models.qat", "models.integer_mlp", "models.onnx_export", "models.minilm"]),
 ]
 
 HEADER = """# qlib API reference

@@ -4,6 +4,7 @@ training, the simulation of a quantized model, and the integer-only MLP."""
 from qlib.models.data import *  # noqa: F401,F403
 from qlib.models.integer_mlp import *  # noqa: F401,F403
 from qlib.models.losses import *  # noqa: F401,F403
+from qlib.models.minilm import *  # noqa: F401,F403
 from qlib.models.mlp import *  # noqa: F401,F403
 from qlib.models.onnx_export import *  # noqa: F401,F403
 from qlib.models.optim import *  # noqa: F401,F403
