@@ -28,36 +28,24 @@ naive computation does (exit status 1).
 
 from __future__ import annotations
 
+import functools
 import os
 import platform
-import statistics
 import sys
-import time
 
 import numpy as np
+from common import median_times as round_robin_medians
+from common import print_rows
 
 import qlib
 
 REPEATS = 9
+
+#: Round-robin medians with this script\'s default number of repeats.
+median_times = functools.partial(round_robin_medians, repeats=REPEATS)
 MATMUL_INT_REPEATS = 3
 
 
-def median_times(*fns, repeats: int = REPEATS, warmup: int = 1) -> list[float]:
-    """Median wall time of each function, measured round-robin.
-
-    Interleaving the candidates (one call of each per round) exposes them to
-    the same machine load, so their ratios stay meaningful on a busy machine.
-    """
-    for _ in range(warmup):
-        for fn in fns:
-            fn()
-    times: list[list[float]] = [[] for _ in fns]
-    for _ in range(repeats):
-        for i, fn in enumerate(fns):
-            t0 = time.perf_counter()
-            fn()
-            times[i].append(time.perf_counter() - t0)
-    return [statistics.median(t) for t in times]
 
 
 ROWS: list[tuple[str, str, float, str]] = []  # (case, method, seconds, note)
@@ -190,16 +178,7 @@ def main() -> int:
     bench_matmul()
     bench_packing()
 
-    w_case = max(len(r[0]) for r in ROWS)
-    w_meth = max(len(r[1]) for r in ROWS)
-    header = f"{'case':<{w_case}}  {'method':<{w_meth}}  {'median':>10}  vs baseline"
-    print(header)
-    print("-" * len(header))
-    last = None
-    for case, method, sec, note in ROWS:
-        shown = case if case != last else ""
-        last = case
-        print(f"{shown:<{w_case}}  {method:<{w_meth}}  {sec * 1e3:8.1f}ms  {note}")
+    print_rows(ROWS)
 
     print("\ntargets")
     for what, measured, good in CHECKS:

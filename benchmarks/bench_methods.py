@@ -30,34 +30,27 @@ in float64, the codes must be identical.
 
 from __future__ import annotations
 
+import functools
 import os
 import platform
-import statistics
 import sys
 import time
 
 import numpy as np
+from common import median_times as round_robin_medians
+from common import print_rows
 
 import qlib
 from qlib.methods.gptq import gptq_quantize, layer_output_error, round_to_nearest
 
 REPEATS = 5
+
+#: Round-robin medians with this script\'s default number of repeats.
+median_times = functools.partial(round_robin_medians, repeats=REPEATS)
 BITS, GROUP = 4, 128
 N_CALIBRATION = 2048
 
 
-def median_times(*fns, repeats: int = REPEATS, warmup: int = 1) -> list[float]:
-    """Median wall time of each function, measured round-robin."""
-    for _ in range(warmup):
-        for fn in fns:
-            fn()
-    times: list[list[float]] = [[] for _ in fns]
-    for _ in range(repeats):
-        for i, fn in enumerate(fns):
-            t0 = time.perf_counter()
-            fn()
-            times[i].append(time.perf_counter() - t0)
-    return [statistics.median(t) for t in times]
 
 
 def reference_gptq(w, x, *, bits, group_size, damp=0.01):
@@ -160,16 +153,7 @@ def main() -> int:
     bench_layer("fc1", 1536, 384, rng)
     bench_layer("fc2", 384, 1536, rng)
 
-    w_case = max(len(r[0]) for r in ROWS)
-    w_meth = max(len(r[1]) for r in ROWS)
-    header = f"{'case':<{w_case}}  {'method':<{w_meth}}  {'median':>10}  vs baseline"
-    print(header)
-    print("-" * len(header))
-    last = None
-    for case, method, sec, note in ROWS:
-        shown = case if case != last else ""
-        last = case
-        print(f"{shown:<{w_case}}  {method:<{w_meth}}  {sec * 1e3:8.1f}ms  {note}")
+    print_rows(ROWS)
 
     print("\nrelative squared output error ||X W^T - X W_hat^T||^2 / ||X W^T||^2 on the calibration inputs")
     for case, e_rtn, e_gptq in ERRORS:

@@ -23,20 +23,23 @@ threads (see the closing note of the chapter).
 
 from __future__ import annotations
 
+import functools
 import os
 import platform
 import resource
-import statistics
 import sys
 import time
 import tracemalloc
 
 import numpy as np
+from common import median_times as round_robin_medians
 
 import qlib
-from qlib.models.minilm import load_minilm  # also qlib.load_minilm once qlib/models/__init__.py re-exports it
 
 REPEATS = 9
+
+#: Round-robin medians with this script\'s default number of repeats.
+median_times = functools.partial(round_robin_medians, repeats=REPEATS)
 
 #: Batch (a): 32 short sentences, 7 to 11 tokens each with [CLS] and [SEP].
 SHORT = [
@@ -80,18 +83,6 @@ LONG = [f"{a} Meanwhile, {b[0].lower()}{b[1:-1]}, and then {c[0].lower()}{c[1:]}
 LONG = [f"{s} {t}" for s, t in zip(LONG, LONG[1:] + LONG[:1])]
 
 
-def median_times(*fns, repeats: int = REPEATS, warmup: int = 1) -> list[float]:
-    """Median wall time of each function, measured round-robin (as benchmarks/bench_core.py does)."""
-    for _ in range(warmup):
-        for fn in fns:
-            fn()
-    times: list[list[float]] = [[] for _ in fns]
-    for _ in range(repeats):
-        for i, fn in enumerate(fns):
-            t0 = time.perf_counter()
-            fn()
-            times[i].append(time.perf_counter() - t0)
-    return [statistics.median(t) for t in times]
 
 
 def blas_threads() -> str:
@@ -108,7 +99,7 @@ def main() -> int:
           f"{platform.machine()}, {os.cpu_count()} CPU(s), BLAS threads: {blas_threads()}")
     try:
         t0 = time.perf_counter()
-        model = load_minilm()
+        model = qlib.load_minilm()
         t_load = time.perf_counter() - t0
     except ModuleNotFoundError as err:
         print(f"SKIPPED: {err}")
