@@ -6,6 +6,7 @@ from qlib.methods.bias_correction import *  # noqa: F401,F403
 from qlib.methods.bit_allocation import *  # noqa: F401,F403
 from qlib.methods.distillation import *  # noqa: F401,F403
 from qlib.methods.gptq import *  # noqa: F401,F403
+from qlib.methods.layerwise import *  # noqa: F401,F403
 from qlib.methods.outliers import *  # noqa: F401,F403
 from qlib.methods.params import *  # noqa: F401,F403
 from qlib.methods.pruning import *  # noqa: F401,F403

@@ -41,6 +41,8 @@ import numpy as np
 from qlib.core.calibration import calibrate
 from qlib.core.grid import Quantizer, smallest_int_dtype
 from qlib.core.layout import compute_dtype
+from qlib.core.metrics import size_bytes
+from qlib.core.packing import packed_nbytes
 from qlib.core.uniform import dequantize, quantize
 from qlib.core.validation import (
     as_float_array,
@@ -88,6 +90,20 @@ class QuantizedWeight:
     weight: np.ndarray
     proxy_loss: float | None = None
     order: np.ndarray | None = None
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes stored: the codes packed at their width, the float32 scales and,
+        unless the grid is symmetric (narrow, zero point 0), the zero points.
+
+        >>> round_to_nearest(np.ones((4, 64)), bits=4, group_size=32).nbytes   # 128 + 8 scales * 4
+        160
+        """
+        q = self.quantizer
+        side = size_bytes(np.asarray(q.scale, dtype=np.float32))
+        if not (q.narrow_range and not np.any(q.zero_point)):
+            side += size_bytes(np.asarray(q.zero_point))
+        return packed_nbytes(self.codes.size, q.bits) + side
 
 
 def _as_weight(weight, name: str = "weight") -> np.ndarray:

@@ -31,7 +31,16 @@ implemented by a function of its own:
     weight sharing as in Deep Compression (Han et al. 2016): a k-means
     codebook of :math:`2^b` float32 values per weight tensor
     (:func:`qlib.kmeans_quantize`) and the packed ``bits``-wide indices; the
-    other tensors stay as they are.
+    other tensors stay as they are;
+``"fp8_e4m3"``, ``"fp8_e5m2"``
+    weights rounded to an 8-bit floating-point format
+    (:func:`qlib.round_to_float`) with one float32 scale per output channel
+    (row), mapping the row's largest magnitude to the format's largest finite
+    value, as FP8 inference scales weights (Micikevicius et al. 2022);
+    ``bits`` must be 8;
+``"nf4"``
+    QLoRA's 4-bit NormalFloat (:func:`qlib.nf4_quantize`, one float32 absmax
+    scale per block of 64 values, Dettmers et al. 2023); ``bits`` must be 4.
 
 Which tensors are weights is decided by :func:`qlib.is_weight` (two or more
 dimensions, a name not ending in ``".bias"``), the rule every method shares.
@@ -60,6 +69,7 @@ from qlib.article.mixed import mixed_quantize
 from qlib.article.subinteger import subinteger_quantize
 from qlib.core.calibration import calibrate
 from qlib.core.codebook import kmeans_quantize
+from qlib.core.float_formats import float_format, nf4_quantize, round_to_float
 from qlib.core.metrics import mse, size_bytes
 from qlib.core.packing import pack
 from qlib.core.uniform import dequantize, quantize
@@ -75,7 +85,10 @@ __all__ = [
 ]
 
 # The methods quantize_params accepts.
-PTQ_METHODS = ("integer", "subinteger", "mixed", "uniform", "kmeans")
+PTQ_METHODS = ("integer", "subinteger", "mixed", "uniform", "kmeans", "fp8_e4m3", "fp8_e5m2", "nf4")
+# The float formats' fixed widths, and ml_dtypes' names of the FP8 formats (for their 8-bit codes).
+_FLOAT_BITS = {"fp8_e4m3": 8, "fp8_e5m2": 8, "nf4": 4}
+_ML_DTYPES = {"fp8_e4m3": "float8_e4m3fn", "fp8_e5m2": "float8_e5m2"}
 _CALIBRATIONS = ("minmax", "mse")
 
 
@@ -252,6 +265,33 @@ def _quantize_kmeans(tensors, bits: int, *, iters: int) -> PTQResult:
     return PTQResult(out_params, codes, storage, detail, "kmeans", bits)
 
 
+def _quantize_float(tensors, method: str) -> PTQResult:
+    """FP8 with a float32 scale per row, or NF4 with one per block of 64; other tensors kept."""
+    import ml_dtypes
+
+    out_params, codes, storage, detail = {}, {}, {}, {}
+    for name, t in tensors.items():
+        if not is_weight(name, t):
+            _keep(name, t, out_params, storage, detail)
+            continue
+        if method == "nf4":
+            result = nf4_quantize(t)
+            out_params[name] = result.dequantize().astype(t.dtype, copy=False)
+            codes[name], storage[name] = result.codes, result.nbytes
+            detail[name] = "NF4, packed 4-bit codes, float32 absmax scale per block of 64"
+            continue
+        rows = t.reshape(len(t), -1)
+        scale = (np.abs(rows).max(axis=1, keepdims=True) / float_format(method).max_finite).astype(np.float32)
+        scale[scale == 0] = 1                    # an all-zero row: any scale, its values are 0
+        w_hat = round_to_float(rows, method, scale=scale).astype(t.dtype, copy=False)
+        out_params[name] = w_hat.reshape(t.shape)
+        fp8 = (w_hat.astype(np.float64) / scale).astype(getattr(ml_dtypes, _ML_DTYPES[method]))
+        codes[name] = fp8.view(np.uint8).reshape(t.shape)
+        storage[name] = size_bytes(codes[name], scale)
+        detail[name] = f"{method}, 1 byte a value, float32 scale per output channel"
+    return PTQResult(out_params, codes, storage, detail, method, _FLOAT_BITS[method])
+
+
 def _quantize_uniform(tensors, bits: int, *, per_channel: bool, calibration: str, channel_axis: int,
                       sparse: bool, symmetric: bool = True) -> PTQResult:
     """Uniform quantization of the weights (on the grid of the calibration); other tensors kept."""
@@ -288,7 +328,7 @@ def quantize_params(params, method: str, bits: int, *, per_channel: bool = False
     params : mapping of str to numpy.ndarray
         The model's tensors by name, floating point. Weights and the other
         tensors (biases) are told apart by :func:`qlib.is_weight`.
-    method : {"integer", "subinteger", "mixed", "uniform", "kmeans"}
+    method : {"integer", "subinteger", "mixed", "uniform", "kmeans", "fp8_e4m3", "fp8_e5m2", "nf4"}
         The method (see the module documentation for what each does to
         weights and biases).
     bits : int
@@ -363,6 +403,12 @@ def quantize_params(params, method: str, bits: int, *, per_channel: bool = False
 
     >>> quantize_params(params, "subinteger", 4).detail["fc.weight"]
     'subinteger, frac_bits=1, 4-bit slots, mean and std as float32'
+
+    FP8 stores what int8 per channel stores (a byte a weight, a float32 scale a row):
+
+    >>> fp8, int8 = quantize_params(params, "fp8_e4m3", 8), quantize_params(params, "uniform", 8, per_channel=True)
+    >>> fp8.storage == int8.storage, fp8.codes["fc.weight"].dtype
+    (True, dtype('uint8'))
     """
     if not isinstance(params, Mapping):
         raise TypeError(f"params must be a mapping of name -> array, got {type(params).__name__}")
@@ -380,6 +426,9 @@ def quantize_params(params, method: str, bits: int, *, per_channel: bool = False
                          f"not {method!r}")
     if sparse and not symmetric:
         raise ValueError("sparse storage needs the symmetric grid (code 0 is the real 0 only there)")
+    if method in _FLOAT_BITS and b != _FLOAT_BITS[method]:
+        raise ValueError(f"method {method!r} stores {_FLOAT_BITS[method]}-bit values: bits must be "
+                         f"{_FLOAT_BITS[method]}, got {b}")
     check_int(channel_axis, "channel_axis")
     tensors = _check_tensors(params)
     if method == "uniform":
@@ -387,6 +436,8 @@ def quantize_params(params, method: str, bits: int, *, per_channel: bool = False
                                  channel_axis=channel_axis, sparse=bool(sparse), symmetric=symmetric)
     if method == "kmeans":
         return _quantize_kmeans(tensors, b, iters=iters)
+    if method in _FLOAT_BITS:
+        return _quantize_float(tensors, method)
     article = {"integer": _quantize_integer, "subinteger": _quantize_subinteger, "mixed": _quantize_mixed}
     return article[method](tensors, b)
 

@@ -362,6 +362,15 @@ class MLP:
         logits, inputs, preacts = _run(xa, p, self.layers, _act_quantizers(act_quant, self.layers), self.dtype, True)
         return ForwardTrace(logits, inputs, preacts, dict(p))
 
+    def layer_inputs(self, x, *, params=None, act_quant=None) -> dict[str, np.ndarray]:
+        """The input of every dense layer on ``x``, by layer name (GPTQ's and bias correction's calibration data).
+
+        >>> m = MLP.init((4, 8, 3), np.random.default_rng(0))
+        >>> {k: v.shape for k, v in m.layer_inputs(np.ones((2, 4), dtype=np.float32)).items()}
+        {'fc1': (2, 4), 'fc2': (2, 8)}
+        """
+        return dict(zip(self.layers, self.trace(x, params=params, act_quant=act_quant).inputs))
+
     def forward(self, x, *, params=None, act_quant=None) -> np.ndarray:
         """The logits of a batch.
 

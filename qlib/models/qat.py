@@ -166,6 +166,12 @@ class QuantizationAwareLoss:
         Learning rate of the scales' Adam.
     act_bits : int, optional
         Also fake-quantize the input of every dense layer on this many bits.
+    ste : {"clipped", "identity"}, default "clipped"
+        The weights' straight-through estimator: ``"clipped"`` passes the
+        gradient only where a weight lies in the grid's range (LSQ,
+        TensorFlow's FakeQuant); ``"identity"`` passes every gradient
+        unchanged (the plain STE of Bengio et al. 2013), so that a weight
+        beyond the range keeps moving although its code no longer changes.
 
     Attributes
     ----------
@@ -205,7 +211,8 @@ class QuantizationAwareLoss:
     """
 
     def __init__(self, base_loss=None, *, bits=4, per_channel=True, symmetric=True, method="minmax",
-                 learn_scale=False, recalibrate=False, scale_init="calibrate", scale_lr=1e-3, act_bits=None):
+                 learn_scale=False, recalibrate=False, scale_init="calibrate", scale_lr=1e-3, act_bits=None,
+                 ste="clipped"):
         self.base_loss = CrossEntropyLoss() if base_loss is None else base_loss
         if not callable(self.base_loss):
             raise TypeError(f"base_loss must be a loss, callable as loss(model, batch), got "
@@ -223,6 +230,7 @@ class QuantizationAwareLoss:
             raise ValueError("scale_init='lsq' needs a symmetric grid (symmetric=True)")
         self.scale_lr = check_real(scale_lr, "scale_lr", lo=0.0, lo_open=True)
         self.act_bits = None if act_bits is None else check_bits(act_bits, "act_bits")
+        self.ste = check_choice(ste, "ste", ("clipped", "identity"))
         if self.act_bits is not None and not callable(getattr(self.base_loss, "logit_loss", None)):
             raise ValueError("act_bits needs a base loss with logit_loss(logits, batch) (a qlib.LogitLoss)")
         self.reset()
@@ -363,7 +371,8 @@ class QuantizationAwareLoss:
             value, grads = self.base_loss(MLP(params), batch)
         scale_grads = {}
         for name, q in quantizers.items():
-            grads[name], grad_scale = fake_quantize_backward(model.params[name], q, grads[name])
+            grad_w, grad_scale = fake_quantize_backward(model.params[name], q, grads[name])
+            grads[name] = grad_w if self.ste == "clipped" else grads[name]
             scale_grads[name] = np.array(grad_scale, dtype=np.float64)
         return float(value), grads, scale_grads
 

@@ -14,10 +14,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 
+import numpy as np
+
 from qlib.core.calibration import calibrate
 from qlib.core.grid import Quantizer
 from qlib.core.uniform import fake_quantize
-from qlib.core.validation import check_bool, check_int
+from qlib.core.validation import check_bool, check_choice, check_int, check_real
 from qlib.methods.params import is_weight
 from qlib.models.checks import check_params
 from qlib.models.mlp import MLP
@@ -26,8 +28,12 @@ __all__ = [
     "fake_quantize_weights",
     "ActivationRanges",
     "calibrate_activations",
+    "running_average_ranges",
     "activation_quantizer",
+    "dynamic_quantizer",
 ]
+
+_DYNAMIC = ("tensor", "batch", "token")
 
 
 def fake_quantize_weights(params, *, bits=8, per_channel=True, symmetric=True, method="minmax", **calibrate_kwargs):
@@ -170,6 +176,135 @@ def calibrate_activations(model: MLP, x, *, bits=8, signed=True, method="minmax"
         for layer, h in tensors.items()
     }
     return ActivationRanges(ranges, bits=int(bits), signed=bool(signed))
+
+
+def running_average_ranges(model: MLP, x, *, bits=8, signed=True, batch_size=32, momentum=0.9) -> ActivationRanges:
+    r"""Calibrate every dense layer's input on a running average of batch ranges, as training frameworks do.
+
+    Static activation ranges measured during training are usually an
+    exponential moving average of each batch's minimum and maximum (the
+    "moving average min-max" observer of quantization-aware training):
+    over the batches of ``batch_size`` consecutive rows of ``x``,
+
+    .. math:: m_t = \mu\, m_{t-1} + (1 - \mu)\, \min(h_t), \qquad
+              M_t = \mu\, M_{t-1} + (1 - \mu)\, \max(h_t),
+
+    starting from the first batch's range, with :math:`\mu` = ``momentum``;
+    the final :math:`[m, M]` is then calibrated min-max (asymmetric, as
+    :func:`~qlib.calibrate_activations`). Unlike the min-max of the whole
+    set, the average is not pulled to the most extreme batch.
+
+    Parameters
+    ----------
+    model : MLP
+    x : array_like of float, shape (n, in_features)
+    bits, signed
+        The grid, as :func:`~qlib.calibrate_activations`.
+    batch_size : int, default 32
+    momentum : float, default 0.9
+        In [0, 1): the weight of the running range (0: the last batch's range).
+
+    Returns
+    -------
+    ActivationRanges
+
+    Raises
+    ------
+    TypeError, ValueError
+        If ``model`` is not an MLP, ``x`` does not fit it, ``batch_size`` < 1
+        or ``momentum`` outside [0, 1).
+
+    Examples
+    --------
+    >>> m = MLP.init((4, 8, 3), np.random.default_rng(0))
+    >>> x = np.linspace(0, 1, 8, dtype=np.float32).reshape(2, 4)     # batches of 1 row: max 3/7, then 1
+    >>> r = running_average_ranges(m, x, batch_size=1, momentum=0.5)
+    >>> round(float(r["fc1"].scale) * 255, 4)                          # (3/7 + 1) / 2 - 0
+    0.7143
+    """
+    if not isinstance(model, MLP):
+        raise TypeError(f"model must be a qlib.MLP, got {type(model).__name__}")
+    xa = model.check_input(x)
+    batch_size = check_int(batch_size, "batch_size", 1)
+    momentum = check_real(momentum, "momentum", lo=0.0, hi=1.0, hi_open=True)
+    lo = hi = None
+    for start in range(0, len(xa), batch_size):
+        inputs = model.trace(xa[start:start + batch_size]).inputs
+        b_lo, b_hi = np.array([h.min() for h in inputs]), np.array([h.max() for h in inputs])
+        if lo is None:
+            lo, hi = b_lo, b_hi
+        else:
+            lo, hi = momentum * lo + (1 - momentum) * b_lo, momentum * hi + (1 - momentum) * b_hi
+    ranges = {layer: calibrate(np.array([a, b], dtype=np.float32), bits=bits, signed=signed)
+              for layer, a, b in zip(model.layers, lo, hi)}
+    return ActivationRanges(ranges, bits=int(bits), signed=bool(signed))
+
+
+def dynamic_quantizer(bits=8, *, per="tensor", batch_size=32, signed=True) -> Callable:
+    """A *dynamic* activation fake quantizer: the range is measured on the tensor itself, at run time.
+
+    Static quantizers (:func:`~qlib.calibrate_activations`) fix a range before
+    inference; dynamic ones compute it from each tensor they quantize, at the
+    cost of a min and max per tensor (and of the integer kernel's output
+    scale being known only then). For a matrix of rows (tokens, images):
+
+    - ``per="tensor"``: one min-max range for the whole tensor;
+    - ``per="batch"``: one per block of ``batch_size`` consecutive rows (the
+      last block may be shorter), as when a server quantizes each request batch;
+    - ``per="token"``: one per row, as LLM.int8() and most language-model
+      runtimes quantize activations.
+
+    A scale per row can be factored out of a matrix product ``x @ W.T`` (it
+    multiplies the row of the output), so per-token dynamic quantization
+    keeps integer kernels; a scale per *column* of ``x`` could not (see
+    section 5.4 of the book).
+
+    Parameters
+    ----------
+    bits : int, default 8
+    per : {"tensor", "batch", "token"}, default "tensor"
+    batch_size : int, default 32
+        ``per="batch"`` only: rows per range.
+    signed : bool, default True
+        The grid, asymmetric min-max as :func:`~qlib.calibrate`.
+
+    Returns
+    -------
+    callable
+        ``h -> fake-quantized h`` (float32 in, float32 out), for
+        ``MLP.forward(act_quant={layer: ...})``.
+
+    Raises
+    ------
+    TypeError, ValueError
+        On a bad ``bits``, ``per``, ``batch_size`` or ``signed``; the callable
+        raises on an input that is not 2-D.
+
+    Examples
+    --------
+    >>> h = np.array([[0.0, 1.0], [0.0, 100.0]], dtype=np.float32)
+    >>> dynamic_quantizer(8, per="token")(h)[0]          # row 0 keeps its own small range
+    array([0., 1.], dtype=float32)
+    >>> dynamic_quantizer(8, per="tensor")(h)[0]         # steps of 100/255: 1 becomes 3 steps
+    array([0.       , 1.1764706], dtype=float32)
+    """
+    bits = check_int(bits, "bits", 2, 16)
+    per = check_choice(per, "per", _DYNAMIC)
+    batch_size = check_int(batch_size, "batch_size", 1)
+    signed = check_bool(signed, "signed")
+
+    def quantize(h):
+        h = np.asarray(h)
+        if h.ndim != 2:
+            raise ValueError(f"a dynamic per-{per} quantizer takes a 2-D (rows, features) array, got shape {h.shape}")
+        if per == "token":
+            return calibrate(h, bits=bits, signed=signed, axis=0).fake_quantize(h)
+        if per == "tensor":
+            return calibrate(h, bits=bits, signed=signed).fake_quantize(h)
+        blocks = np.split(h, range(batch_size, len(h), batch_size))
+        return np.concatenate([calibrate(b, bits=bits, signed=signed).fake_quantize(b) for b in blocks])
+
+    return quantize
 
 
 def _fake_quantizer(quantizer: Quantizer) -> Callable:
