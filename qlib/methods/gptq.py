@@ -93,8 +93,9 @@ class QuantizedWeight:
 
     @property
     def nbytes(self) -> int:
-        """Bytes stored: the codes packed at their width, the float32 scales and,
-        unless the grid is symmetric (narrow, zero point 0), the zero points.
+        """Bytes stored: the codes packed at their width (up to 8 bits; wider codes
+        take 2 bytes each, as int16, the convention of :meth:`qlib.QuantizationAwareLoss.nbytes`),
+        the float32 scales and, unless the grid is symmetric (narrow, zero point 0), the zero points.
 
         >>> round_to_nearest(np.ones((4, 64)), bits=4, group_size=32).nbytes   # 128 + 8 scales * 4
         160
@@ -103,7 +104,8 @@ class QuantizedWeight:
         side = size_bytes(np.asarray(q.scale, dtype=np.float32))
         if not (q.narrow_range and not np.any(q.zero_point)):
             side += size_bytes(np.asarray(q.zero_point))
-        return packed_nbytes(self.codes.size, q.bits) + side
+        codes = packed_nbytes(self.codes.size, q.bits) if q.bits <= 8 else 2 * self.codes.size
+        return codes + side
 
 
 def _as_weight(weight, name: str = "weight") -> np.ndarray:

@@ -45,6 +45,8 @@ def _layer_list(params: Mapping, layers) -> list[str]:
     if isinstance(layers, str) or not all(isinstance(layer, str) for layer in layers):
         raise TypeError(f"layers must be a sequence of layer names (str), got {layers!r}")
     layers = list(layers)
+    if len(set(layers)) != len(layers):
+        raise ValueError(f"layers must be distinct, got {layers}")
     missing = [layer for layer in layers if f"{layer}.weight" not in params]
     if missing:
         raise ValueError(f"layers {missing} have no '<layer>.weight' in params (it holds {list(params)[:8]}...)")

@@ -336,3 +336,71 @@ def test_round_to_nearest_and_output_error_errors():
         layer_output_error(np.ones((2, 3)), np.ones((2, 3)), np.ones((4, 2)))
     with pytest.raises(ValueError, match="output inputs @ weight.T is zero"):
         layer_output_error(np.zeros((2, 3)), np.ones((2, 3)), np.ones((4, 3)))
+
+
+# -- QuantizedWeight.nbytes ---------------------------------------------------------
+
+
+def nbytes_weight(rng, shape=(3, 10)):
+    return rng.standard_normal(shape).astype(np.float32)
+
+
+def test_nbytes_per_channel_by_hand():
+    w = nbytes_weight(np.random.default_rng(0))
+    # 4-bit symmetric per output channel: 30 codes * 4 bits = 15 bytes, 3 float32 scales = 12 bytes
+    assert round_to_nearest(w, bits=4).nbytes == 15 + 12
+    # 8 bits: one byte a code
+    assert round_to_nearest(w, bits=8).nbytes == 30 + 12
+    # asymmetric: plus 3 int8 zero points
+    r = round_to_nearest(w, bits=4, symmetric=False)
+    assert np.asarray(r.quantizer.zero_point).dtype == np.int8
+    assert r.nbytes == 15 + 12 + 3
+
+
+def test_nbytes_per_group_by_hand():
+    w = nbytes_weight(np.random.default_rng(1))
+    # groups of 4 of the 10 columns: 3 groups a row (4, 4, 2), 9 float32 scales = 36 bytes
+    assert round_to_nearest(w, bits=4, group_size=4).nbytes == 15 + 36
+    assert round_to_nearest(w, bits=4, group_size=4, symmetric=False).nbytes == 15 + 36 + 9
+    # one group as wide as the row is per channel again
+    assert round_to_nearest(w, bits=4, group_size=10).nbytes == 15 + 12
+
+
+def test_nbytes_packs_odd_widths_rounding_up():
+    rng = np.random.default_rng(2)
+    # 7 codes at 3 bits = 21 bits -> 3 bytes, plus one scale
+    assert round_to_nearest(nbytes_weight(rng, (1, 7)), bits=3).nbytes == 3 + 4
+    # 30 codes at 3 bits = 90 bits -> 12 bytes (11.25 rounded up)
+    assert round_to_nearest(nbytes_weight(rng, (3, 10)), bits=3).nbytes == 12 + 12
+    # 5 codes at 2 bits = 10 bits -> 2 bytes
+    assert round_to_nearest(nbytes_weight(rng, (1, 5)), bits=2).nbytes == 2 + 4
+
+
+def test_nbytes_of_gptq_equals_that_of_rtn_on_the_same_grid():
+    rng = np.random.default_rng(3)
+    w, x = nbytes_weight(rng, (6, 16)), correlated_inputs(rng, 64, 16)
+    for grid in (dict(bits=4), dict(bits=3, symmetric=False), dict(bits=4, group_size=8, symmetric=False)):
+        g, r = gptq_quantize(w, x, **grid), round_to_nearest(w, **grid)
+        assert g.nbytes == r.nbytes
+    # 96 codes at 4 bits (48 bytes), 6 x 2 scales (48 bytes), 12 int8 zero points
+    assert gptq_quantize(w, x, bits=4, group_size=8, symmetric=False).nbytes == 48 + 48 + 12
+
+
+def test_nbytes_counts_zero_points_unless_narrow_with_zero_point_0():
+    codes = np.zeros((2, 4), dtype=np.int8)
+    weight = np.zeros((2, 4), dtype=np.float32)
+    # 8 codes at 4 bits = 4 bytes, 2 float32 scales = 8 bytes
+    narrow = qlib.Quantizer(np.ones(2), 0, bits=4, narrow_range=True, axis=0)
+    assert QuantizedWeight(codes, narrow, weight).nbytes == 4 + 8
+    # the full grid stores its zero points even when they are 0 (2 int8)
+    full = qlib.Quantizer(np.ones(2), np.zeros(2, np.int64), bits=4, narrow_range=False, axis=0)
+    assert QuantizedWeight(codes, full, weight).nbytes == 4 + 8 + 2
+    # scales count as float32 whatever they were given as
+    assert QuantizedWeight(codes, qlib.Quantizer(np.ones(2, np.float64), 0, bits=4, narrow_range=True, axis=0),
+                           weight).nbytes == 12
+
+
+def test_nbytes_of_wider_than_8_bit_grids():
+    w = nbytes_weight(np.random.default_rng(4))
+    # 30 codes at 12 bits stored as int16: 60 bytes, 3 float32 scales
+    assert round_to_nearest(w, bits=12).nbytes == 60 + 12

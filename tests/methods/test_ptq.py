@@ -236,3 +236,108 @@ def test_asymmetric_and_kmeans_methods_store_what_they_say():
         qlib.quantize_params(params, "uniform", 4, symmetric=False, sparse=True)
     with pytest.raises(ValueError, match="'uniform' only"):
         qlib.quantize_params(params, "kmeans", 4, symmetric=False)
+
+
+# -- FP8 and NF4 -------------------------------------------------------------------------
+
+
+FP8 = {"fp8_e4m3": "float8_e4m3fn", "fp8_e5m2": "float8_e5m2"}
+
+
+def row_scale(w, fmt):
+    """The row absmax mapped to the format's largest finite value, as a float32 scale per row."""
+    return (np.abs(w).max(axis=1, keepdims=True) / qlib.float_format(fmt).max_finite).astype(np.float32)
+
+
+@pytest.mark.parametrize("fmt", ["fp8_e4m3", "fp8_e5m2"])
+def test_fp8_weights_are_round_to_float_with_a_row_scale(params, fmt):
+    r = qlib.quantize_params(params, fmt, 8)
+    assert r.method == fmt and r.bits == 8
+    for name in ("fc1.weight", "fc2.weight"):
+        w = params[name]
+        expected = qlib.round_to_float(w, fmt, scale=row_scale(w, fmt))
+        assert r.params[name].dtype == np.float32
+        np.testing.assert_array_equal(r.params[name], expected)
+        assert not np.array_equal(r.params[name], w)
+        # each row's largest magnitude is the format's largest value times the scale: kept exactly
+        i = np.argmax(np.abs(w), axis=1)
+        np.testing.assert_allclose(np.abs(r.params[name][np.arange(len(w)), i]), np.abs(w).max(axis=1), rtol=1e-6)
+    rel = np.abs(r.params["fc1.weight"] - params["fc1.weight"]) / np.abs(params["fc1.weight"]).max(axis=1)[:, None]
+    # 3 (e4m3) or 2 (e5m2) mantissa bits: the relative error of a normal value is at most 2^-4 or 2^-3
+    assert rel.max() <= (2.0 ** -4 if fmt == "fp8_e4m3" else 2.0 ** -3)
+
+
+@pytest.mark.parametrize("fmt", ["fp8_e4m3", "fp8_e5m2"])
+def test_fp8_codes_decode_to_the_weights(params, fmt):
+    ml_dtypes = pytest.importorskip("ml_dtypes")
+    r = qlib.quantize_params(params, fmt, 8)
+    for name in ("fc1.weight", "fc2.weight"):
+        codes = r.codes[name]
+        assert codes.dtype == np.uint8 and codes.shape == params[name].shape
+        decoded = codes.view(getattr(ml_dtypes, FP8[fmt])).astype(np.float32) * row_scale(params[name], fmt)
+        np.testing.assert_array_equal(decoded, r.params[name])
+        assert len(np.unique(codes)) > 20                  # real codes, not a constant
+
+
+def test_fp8_storage_is_that_of_int8_per_channel(params):
+    int8 = qlib.quantize_params(params, "uniform", 8, per_channel=True)
+    for fmt in ("fp8_e4m3", "fp8_e5m2"):
+        r = qlib.quantize_params(params, fmt, 8)
+        assert r.storage == int8.storage
+        # by hand: fc1 16 x 12 bytes + 16 float32 scales, fc2 5 x 16 + 5 scales, biases float32
+        assert r.storage == {"fc1.weight": 192 + 64, "fc1.bias": 64, "fc2.weight": 80 + 20, "fc2.bias": 20}
+        assert r.nbytes == sum(r.storage.values())
+
+
+@pytest.mark.parametrize("fmt", ["fp8_e4m3", "fp8_e5m2"])
+def test_fp8_all_zero_row(params, fmt):
+    p = dict(params)
+    w = params["fc1.weight"].copy()
+    w[3] = 0
+    p["fc1.weight"] = w
+    r = qlib.quantize_params(p, fmt, 8)
+    out = r.params["fc1.weight"]
+    assert np.all(np.isfinite(out))
+    np.testing.assert_array_equal(out[3], 0)
+    others = np.arange(len(w)) != 3
+    np.testing.assert_array_equal(out[others], qlib.round_to_float(w[others], fmt, scale=row_scale(w[others], fmt)))
+    ml_dtypes = pytest.importorskip("ml_dtypes")
+    assert np.all(r.codes["fc1.weight"][3].view(getattr(ml_dtypes, FP8[fmt])).astype(np.float32) == 0)
+
+
+def test_nf4_is_nf4_quantize(params):
+    r = qlib.quantize_params(params, "nf4", 4)
+    assert r.method == "nf4" and r.bits == 4
+    for name in ("fc1.weight", "fc2.weight"):
+        nq = qlib.nf4_quantize(params[name])
+        assert r.params[name].dtype == np.float32
+        np.testing.assert_array_equal(r.params[name], nq.dequantize())
+        np.testing.assert_array_equal(r.codes[name], nq.codes)
+        assert r.storage[name] == nq.nbytes
+    # by hand: fc1 192 values -> 96 bytes + 3 blocks of 64 (12 bytes); fc2 80 -> 40 + 2 blocks (8)
+    assert r.storage["fc1.weight"] == 96 + 12 and r.storage["fc2.weight"] == 40 + 8
+
+
+@pytest.mark.parametrize("method, bits", [("fp8_e4m3", 8), ("fp8_e5m2", 8), ("nf4", 4)])
+def test_float_formats_keep_the_biases(params, method, bits):
+    r = qlib.quantize_params(params, method, bits)
+    assert list(r.params) == list(params)
+    for name in ("fc1.bias", "fc2.bias"):
+        np.testing.assert_array_equal(r.params[name], params[name])
+        assert r.params[name].dtype == params[name].dtype
+        assert r.storage[name] == params[name].nbytes
+        assert name not in r.codes
+    assert r.nbytes == sum(r.storage.values())
+
+
+def test_float_formats_errors(params):
+    with pytest.raises(ValueError, match="bits must be 8"):
+        qlib.quantize_params(params, "fp8_e4m3", 4)
+    with pytest.raises(ValueError, match="bits must be 8"):
+        qlib.quantize_params(params, "fp8_e5m2", 6)
+    with pytest.raises(ValueError, match="bits must be 4"):
+        qlib.quantize_params(params, "nf4", 8)
+    with pytest.raises(ValueError, match="'uniform' only"):
+        qlib.quantize_params(params, "fp8_e4m3", 8, per_channel=True)
+    with pytest.raises(ValueError, match="'uniform' only"):
+        qlib.quantize_params(params, "nf4", 4, calibration="mse")

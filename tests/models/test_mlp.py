@@ -234,3 +234,43 @@ def test_bad_inputs(digits):
     for fn, exc, word in cases:
         with pytest.raises(exc, match=word):
             fn()
+
+
+# -- MLP.layer_inputs -------------------------------------------------------------
+
+
+def test_layer_inputs_are_the_traced_inputs(trained, digits):
+    model = trained[0]
+    x = digits["x_val"][:50]
+    inputs = model.layer_inputs(x)
+    assert list(inputs) == model.layers == ["fc1", "fc2"]
+    trace = model.trace(x)
+    for layer, h in zip(model.layers, trace.inputs):
+        np.testing.assert_array_equal(inputs[layer], h)
+    # fc1 sees the data itself, fc2 the ReLU of fc1's pre-activation
+    np.testing.assert_array_equal(inputs["fc1"], x.astype(np.float32))
+    assert inputs["fc2"].shape == (50, 64) and inputs["fc2"].dtype == np.float32
+    assert np.all(inputs["fc2"] >= 0) and np.any(inputs["fc2"] > 0)
+    z1 = x.astype(np.float64) @ model.params["fc1.weight"].T.astype(np.float64) + model.params["fc1.bias"]
+    np.testing.assert_allclose(inputs["fc2"], np.maximum(z1, 0), rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(inputs["fc2"], np.maximum(trace.preacts[0], 0))
+
+
+def test_layer_inputs_with_params_and_act_quant():
+    model = MLP.init((6, 5, 4, 3), np.random.default_rng(0))
+    x = np.random.default_rng(1).random((7, 6), dtype=np.float32)
+    assert list(model.layer_inputs(x)) == ["fc1", "fc2", "fc3"]
+    other = {k: -v for k, v in model.params.items()}
+    with_other = model.layer_inputs(x, params=other)
+    for layer, h in zip(model.layers, model.trace(x, params=other).inputs):
+        np.testing.assert_array_equal(with_other[layer], h)
+    assert not np.array_equal(with_other["fc2"], model.layer_inputs(x)["fc2"])
+
+    def q(h):
+        return np.round(h * 4) / 4
+    quantized = model.layer_inputs(x, act_quant={"fc1": q})
+    np.testing.assert_array_equal(quantized["fc1"], q(x))          # the input after its quantizer
+    for layer, h in zip(model.layers, model.trace(x, act_quant={"fc1": q}).inputs):
+        np.testing.assert_array_equal(quantized[layer], h)
+    with pytest.raises(ValueError, match=r"shape \(n, 6\)"):
+        model.layer_inputs(np.ones((2, 5), np.float32))

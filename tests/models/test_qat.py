@@ -358,3 +358,31 @@ def test_a_model_of_other_shapes_is_refused(trained):
         loss.quantized_params(same_rows)
     assert repr(loss) == ("QuantizationAwareLoss(CrossEntropyLoss(), bits=4, per_channel=True, symmetric=True, "
                           "method='minmax', scales=fixed, act_bits=None)")
+
+
+def test_identity_ste_passes_the_gradient_of_clipped_weights():
+    # row 0's range is [-1, 1] (max |w| = 1 at calibration); w = 2 is then clipped
+    m = MLP({"fc1.weight": np.array([[1.0, -0.25], [0.5, 0.5]]), "fc1.bias": np.zeros(2)})
+    batch = {"x": np.array([[1.0, 2.0]]), "y": np.array([1])}
+    grads = {}
+    for ste in ("clipped", "identity"):
+        loss = QuantizationAwareLoss(bits=2, ste=ste)
+        loss.initialize(m)
+        tuned = m.copy()
+        tuned.params["fc1.weight"][0, 0] = 2.0
+        _, grads[ste] = loss(tuned, batch)
+    # the gradient with respect to the quantized weight, what the identity STE passes on unchanged
+    q = QuantizationAwareLoss(bits=2)
+    q.initialize(m)
+    moved = m.copy()
+    moved.params["fc1.weight"][0, 0] = 2.0
+    expected = CrossEntropyLoss()(MLP(q.quantized_params(moved)), batch)[1]["fc1.weight"]
+    assert grads["clipped"]["fc1.weight"][0, 0] == 0.0
+    assert grads["identity"]["fc1.weight"][0, 0] != 0.0
+    np.testing.assert_allclose(grads["identity"]["fc1.weight"], expected)
+    np.testing.assert_allclose(grads["clipped"]["fc1.weight"][1], grads["identity"]["fc1.weight"][1])
+
+
+def test_ste_must_be_known():
+    with pytest.raises(ValueError, match="ste"):
+        QuantizationAwareLoss(ste="masked")
