@@ -1,6 +1,7 @@
 # The book's two commands (see README.md):
 #   make html   build the website into _build/html
-#   make test   run every test: the book build with warnings as errors, ruff,
+#   make test   run every test: the book build with warnings as errors, every page of
+#               it in headless Chromium (make browser-test), ruff,
 #               strict nbval on every chapter with one BLAS thread, then qlib's
 #               unit tests and doctests with strict nbval on every chapter again
 #               (default threads): stored outputs must not depend on how a BLAS
@@ -14,7 +15,7 @@ STAMP  := $(VENV)/.installed
 JB     := $(BIN)/jupyter-book
 export PYDEVD_DISABLE_FILE_VALIDATION := 1
 
-.PHONY: html test lint notebooks-one-thread unit unit-and-notebooks notebooks book-check bench execute lab lock clean
+.PHONY: html test lint notebooks-one-thread unit unit-and-notebooks notebooks book-check browser-test bench execute lab student lock clean
 
 $(STAMP): requirements/lock.txt requirements/nodeps.txt pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "the book is pinned for Python 3.11; run make PYTHON=/path/to/python3.11"'
@@ -24,15 +25,17 @@ $(STAMP): requirements/lock.txt requirements/nodeps.txt pyproject.toml
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps -e .
 	touch $(STAMP)
 
+# The build also zips the notebooks with qlib, and their student edition, for the site's
+# download links (tools/make_downloads.py, called by _ext/quantbook_site.py).
 html: $(STAMP)
 	$(JB) build . --builder html
 	@echo "Open _build/html/index.html"
 
 # The book build runs first so that pytest's summary is the last line printed.
-test: book-check lint notebooks-one-thread unit-and-notebooks
+test: book-check browser-test lint notebooks-one-thread unit-and-notebooks
 
 lint: $(STAMP)
-	$(BIN)/ruff check qlib tests tools benchmarks chapters conftest.py
+	$(BIN)/ruff check qlib tests tools benchmarks chapters conftest.py _ext
 
 # A reader's laptop splits BLAS sums differently: one thread is the other extreme.
 notebooks-one-thread: $(STAMP)
@@ -41,6 +44,12 @@ notebooks-one-thread: $(STAMP)
 
 book-check: $(STAMP)
 	$(JB) build . --builder html --all -W -n --keep-going
+
+# Every page of that build in headless Chromium (tools/browser_check.py): console errors, outside requests,
+# images, math, solution toggles, links and anchors, phone and tablet menus, search; screenshots in
+# _build/screenshots. Installs Debian's chromium when root (CI); without it, a loud SKIPPED.
+browser-test: book-check
+	bash tools/browser_test.sh $(BIN)/python _build/html
 
 unit-and-notebooks: $(STAMP)
 	$(BIN)/python -m pytest --doctest-modules qlib tests \
@@ -62,9 +71,16 @@ bench: $(STAMP)
 execute: $(STAMP)
 	$(BIN)/python tools/execute_notebooks.py chapters/*.ipynb
 
+# JupyterLab on chapters/; its kernel is the default python3 kernel of .venv (ipykernel, pinned),
+# i.e. the book's environment. Root (a container) needs --allow-root; without a browser
+# (a server) JupyterLab prints the URL to open.
 lab: $(STAMP)
-	$(BIN)/python -m pip install --quiet -r requirements/lab.txt -c requirements/lock.txt
-	$(BIN)/jupyter lab chapters
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements/lab.txt -c requirements/lock.txt
+	$(BIN)/jupyter lab --notebook-dir=chapters $$(test "$$(id -u)" = 0 && echo --allow-root)
+
+# The notebooks without their worked solutions (exercises and check cells kept), in _build/student.
+student: $(STAMP)
+	$(BIN)/python tools/make_student_edition.py _build/student
 
 lock:
 	rm -rf /tmp/qbook-lock && $(PYTHON) -m venv /tmp/qbook-lock

@@ -480,11 +480,13 @@ def gradual_sparsity(step, *, final_sparsity, begin_step, end_step, initial_spar
             return s_i
         if t >= t1:
             return s_f
-        return min(max(s_f + (s_i - s_f) * (1.0 - (t - t0) / (t1 - t0)) ** 3, s_i), s_f)
+        r = 1.0 - (t - t0) / (t1 - t0)
+        return min(max(s_f + (s_i - s_f) * (r * r * r), s_i), s_f)   # r * r * r, not r ** 3: the same rounding
     arr = np.asarray(step)
     if arr.dtype == np.bool_ or not np.issubdtype(arr.dtype, np.integer):
         raise TypeError(f"step must be an integer or an array of integers, got dtype {arr.dtype}")
     frac = np.clip((arr.astype(np.float64) - t0) / (t1 - t0), 0.0, 1.0)
-    out = np.clip(s_f + (s_i - s_f) * (1.0 - frac) ** 3, s_i, s_f)
+    r = 1.0 - frac
+    out = np.clip(s_f + (s_i - s_f) * (r * r * r), s_i, s_f)   # as the scalar branch (numpy's ** 3 may round otherwise)
     out[arr <= t0] = s_i  # exactly s_i, not s_f + (s_i - s_f) rounded
     return out

@@ -6,6 +6,7 @@ from qlib.models.integer_mlp import *  # noqa: F401,F403
 from qlib.models.losses import *  # noqa: F401,F403
 from qlib.models.minilm import *  # noqa: F401,F403
 from qlib.models.minilm_quant import *  # noqa: F401,F403
+from qlib.models.minilm_stats import *  # noqa: F401,F403
 from qlib.models.mlp import *  # noqa: F401,F403
 from qlib.models.onnx_export import *  # noqa: F401,F403
 from qlib.models.optim import *  # noqa: F401,F403

@@ -2,21 +2,19 @@ r"""Quantizing :class:`qlib.MiniLM`, the pretrained sentence encoder, and measur
 
 The study of the real transformer needs the same few steps many times:
 
-- :func:`~qlib.weight_statistics` and :func:`~qlib.outlier_channels`: the range,
-  kurtosis and outlier input channels of every linear weight (and the outlier
-  channels of any activation);
 - :func:`~qlib.quantize_minilm`: every linear weight of the model quantized with
   round-to-nearest or GPTQ, per tensor, per output channel or per group of input
   columns, returned as a :class:`~qlib.MiniLMQuantized` that holds the
   dequantized weights (to pass as ``MiniLM.encode(..., params=...)``), the bytes
   they are stored in and each layer's SQNR;
-- :func:`~qlib.cosine_similarities` and :func:`~qlib.spearman_correlation`: how
-  far the embeddings and a similarity ranking move;
 - :func:`~qlib.act_quantizer` and :func:`~qlib.static_act_quantizers`: fake
   quantizers for the inputs of the linear layers (``MiniLM.encode(..., act_quant=...)``);
 - :func:`~qlib.layer_output_errors`: :func:`qlib.layer_output_error` of every layer.
 
-**Storage**, as :func:`qlib.quantize_params` counts it: the codes packed in
+:mod:`qlib.models.minilm_stats` holds the statistics that go with them (weight
+statistics, outlier channels, cosine similarities, Spearman's correlation).
+
+**Storage**, as :attr:`qlib.QuantizedWeight.nbytes` counts it: the codes packed in
 their own width (:func:`qlib.packed_nbytes`), one float32 scale per tensor,
 output channel or group, and with an asymmetric grid one int8 zero point per
 scale. Every tensor that is not a linear weight (the embedding tables, biases
@@ -31,153 +29,22 @@ Given a mapping of input arrays, they are used as they are.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
 from qlib.core.calibration import calibrate
-from qlib.core.metrics import size_bytes, sqnr_db
-from qlib.core.packing import packed_nbytes
+from qlib.core.metrics import sqnr_db
 from qlib.core.uniform import dequantize, fake_quantize, quantize
 from qlib.core.validation import as_float_array, check_bool, check_choice, check_int, check_real
-from qlib.methods.gptq import gptq_quantize, layer_output_error, round_to_nearest
-from qlib.methods.storage import storage_bits
-from qlib.models.minilm import MiniLM
+from qlib.methods.gptq import QuantizedWeight, gptq_quantize, layer_output_error, round_to_nearest
+from qlib.models.minilm_stats import check_minilm
 
-__all__ = ["MiniLMQuantized", "WeightStats", "act_quantizer", "cosine_similarities", "layer_output_errors",
-           "outlier_channels", "quantize_minilm", "spearman_correlation", "static_act_quantizers",
-           "weight_statistics"]
+__all__ = ["MiniLMQuantized", "act_quantizer", "layer_output_errors", "quantize_minilm", "static_act_quantizers"]
 
 GRANULARITIES = ("tensor", "channel", "group")
 METHODS = ("rtn", "gptq")
-
-
-def _check_model(model, name: str = "model") -> MiniLM:
-    if not isinstance(model, MiniLM):
-        raise TypeError(f"{name} must be a qlib.MiniLM (qlib.load_minilm()), got {type(model).__name__}")
-    return model
-
-
-# --- statistics ----------------------------------------------------------------------------
-
-
-def outlier_channels(x, *, ratio=6.0) -> np.ndarray:
-    r"""The channels (last axis) of ``x`` whose largest magnitude exceeds ``ratio`` times the median channel's.
-
-    A channel is a column: an input channel of a weight of shape ``(out, in)``,
-    or a feature of activations of shape ``(tokens, features)``. Its largest
-    magnitude :math:`m_k = \max |x_{:, k}|` is taken over all other axes, and
-    channel :math:`k` is an outlier if :math:`m_k > \text{ratio}\cdot
-    \operatorname{median}_j m_j`. The threshold is a convention (LLM.int8()'s
-    is an absolute 6 on the activations); it is relative here so that weights
-    and activations of any scale can be compared.
-
-    Parameters
-    ----------
-    x : array_like of float, at least 1-D
-        Finite.
-    ratio : float, default 6.0
-        Greater than 1.
-
-    Returns
-    -------
-    numpy.ndarray of int64
-        The outlier channels, by decreasing :math:`m_k`.
-
-    Raises
-    ------
-    TypeError
-        If ``x`` is not an array of real numbers or ``ratio`` not a real number.
-    ValueError
-        If ``x`` is empty, 0-D or not finite, or ``ratio <= 1``.
-
-    Examples
-    --------
-    >>> x = np.array([[1.0, -9.0, 0.5, 1.0], [0.8, 2.0, -1.0, 40.0]])
-    >>> outlier_channels(x)  # column maxima 1, 9, 1, 40; median 5
-    array([3])
-    >>> outlier_channels(x, ratio=1.5)
-    array([3, 1])
-    """
-    arr = as_float_array(x, "x")
-    if arr.ndim < 1:
-        raise ValueError("x must be at least 1-D, channels along its last axis, got a scalar")
-    r = check_real(ratio, "ratio", lo=1.0, lo_open=True)
-    m = np.abs(arr).reshape(-1, arr.shape[-1]).max(axis=0).astype(np.float64)
-    out = np.flatnonzero(m > r * float(np.median(m)))
-    return out[np.argsort(-m[out], kind="stable")].astype(np.int64)
-
-
-@dataclass(frozen=True, eq=False)
-class WeightStats:
-    """The statistics of one weight matrix that :func:`weight_statistics` reports.
-
-    Attributes
-    ----------
-    shape : tuple of int
-        ``(out_features, in_features)``.
-    min, max, absmax, std : float
-        Of all entries (``absmax = max(|min|, |max|)``).
-    kurtosis : float
-        :math:`E[(w - \\mu)^4] / \\sigma^4` of all entries (3 for a Gaussian;
-        the heavier the tails, the larger).
-    outliers : numpy.ndarray of int64
-        The outlier input channels, :func:`outlier_channels` of the weight.
-    column_absmax : numpy.ndarray of float64
-        The largest magnitude of each input channel (column), shape ``(in_features,)``.
-    """
-
-    shape: tuple
-    min: float
-    max: float
-    absmax: float
-    std: float
-    kurtosis: float
-    outliers: np.ndarray
-    column_absmax: np.ndarray = field(repr=False)
-
-
-def weight_statistics(model, *, ratio=6.0) -> dict[str, WeightStats]:
-    """Range, standard deviation, kurtosis and outlier input channels of every linear weight of ``model``.
-
-    Parameters
-    ----------
-    model : MiniLM
-    ratio : float, default 6.0
-        The threshold of :func:`outlier_channels`.
-
-    Returns
-    -------
-    dict of str to WeightStats
-        By linear layer name (:attr:`MiniLM.linear_names`), in order of use.
-        Computed in float64.
-
-    Raises
-    ------
-    TypeError
-        If ``model`` is not a :class:`MiniLM`, or ``ratio`` not a real number.
-    ValueError
-        If ``ratio <= 1``.
-
-    Examples
-    --------
-    >>> stats = weight_statistics(qlib.load_minilm())  # doctest: +SKIP
-    >>> s = stats["encoder.layer.0.output.dense"]  # doctest: +SKIP
-    >>> s.shape, round(s.kurtosis), s.outliers.size  # doctest: +SKIP
-    """
-    model = _check_model(model)
-    r = check_real(ratio, "ratio", lo=1.0, lo_open=True)
-    out = {}
-    for name in model.linear_names:
-        w = np.asarray(model.params[name + ".weight"], dtype=np.float64)
-        mu, sd = float(w.mean()), float(w.std())
-        kurt = float(np.mean(((w - mu) / sd) ** 4)) if sd > 0 else math.nan
-        lo, hi = float(w.min()), float(w.max())
-        out[name] = WeightStats(shape=w.shape, min=lo, max=hi, absmax=max(-lo, hi), std=sd, kurtosis=kurt,
-                                outliers=outlier_channels(w, ratio=r), column_absmax=np.abs(w).max(axis=0))
-    return out
 
 
 # --- quantizing the weights ----------------------------------------------------------------
@@ -191,17 +58,19 @@ class MiniLMQuantized:
     ----------
     params : dict of str to numpy.ndarray
         ``{name + ".weight": dequantized float32 weight}`` for every linear
-        layer: pass it as ``model.encode(sentences, params=q.params)``.
+        layer (and the word and position embedding tables if asked): pass it
+        as ``model.encode(sentences, params=q.params)``.
     codes : dict of str to numpy.ndarray
         The integer codes, by the same names.
     quantizers : dict of str to Quantizer
         The grid of each weight (``qlib.dequantize(codes[k], quantizers[k])`` is ``params[k]``).
     nbytes : dict of str to int
-        By linear layer name: the packed codes plus the scales (and zero points).
+        By layer name (without ``".weight"``): the packed codes plus the scales
+        (and zero points).
     sqnr_db : dict of str to float
-        By linear layer name: :func:`qlib.sqnr_db` of the weight.
+        By layer name: :func:`qlib.sqnr_db` of the weight.
     float_nbytes : int
-        The tensors kept in float32 (embedding tables, biases, LayerNorms).
+        The tensors kept in float32 (embedding tables unless quantized, biases, LayerNorms).
     method, granularity : str
     bits : int
     group_size : int or None
@@ -220,12 +89,12 @@ class MiniLMQuantized:
 
     @property
     def weight_nbytes(self) -> int:
-        """Bytes of the quantized linear weights (codes and scales)."""
+        """Bytes of the quantized tensors (codes and scales)."""
         return int(sum(self.nbytes.values()))
 
     @property
     def total_nbytes(self) -> int:
-        """Bytes of the whole model: the quantized linear weights plus the tensors kept in float32."""
+        """Bytes of the whole model: the quantized tensors plus the tensors kept in float32."""
         return self.weight_nbytes + int(self.float_nbytes)
 
     def __repr__(self) -> str:
@@ -234,8 +103,8 @@ class MiniLMQuantized:
                 f"{len(self.params)} weights, {self.weight_nbytes:,} bytes + {self.float_nbytes:,} in float32)")
 
 
-def _calibration_inputs(model: MiniLM, calibration, names: list[str]):
-    """A function ``inputs(layer_index, params so far) -> {name: inputs}`` from ``calibration``."""
+def _calibration_inputs(calibration, names: list[str]):
+    """``(sentences, None)`` or ``(None, {linear name: inputs})`` from GPTQ's ``calibration``, checked."""
     if isinstance(calibration, Mapping):
         missing = [n for n in names if n not in calibration]
         if missing:
@@ -252,25 +121,22 @@ def _calibration_inputs(model: MiniLM, calibration, names: list[str]):
 
 
 def _quantize_weight(w, *, method, bits, granularity, group_size, symmetric, inputs, damp, act_order):
+    """One weight as a :class:`qlib.QuantizedWeight` (per tensor: calibrated and rounded here)."""
     if method == "rtn" and granularity == "tensor":
         qz = calibrate(w, bits=bits, symmetric=symmetric)
         codes = quantize(w, qz)
-        return codes, qz, dequantize(codes, qz)
+        return QuantizedWeight(codes=codes, quantizer=qz, weight=dequantize(codes, qz))
     gs = group_size if granularity == "group" else None
     if method == "rtn":
-        r = round_to_nearest(w, bits=bits, symmetric=symmetric, group_size=gs)
-    else:
-        r = gptq_quantize(w, inputs, bits=bits, symmetric=symmetric, group_size=gs, damp=damp, act_order=act_order)
-    return r.codes, r.quantizer, r.weight
+        return round_to_nearest(w, bits=bits, symmetric=symmetric, group_size=gs)
+    return gptq_quantize(w, inputs, bits=bits, symmetric=symmetric, group_size=gs, damp=damp, act_order=act_order)
 
 
-def _store(key, name, w, c, qz, w_hat, bits, symmetric, params, codes, quantizers, nbytes, sqnr) -> None:
+def _store(key, name, w, r, params, codes, quantizers, nbytes, sqnr) -> None:
     """Record one quantized tensor: its dequantized float32 value, codes, grid, bytes and SQNR."""
-    w_hat = np.ascontiguousarray(w_hat, dtype=np.float32)
-    params[key], codes[key], quantizers[key] = w_hat, c, qz
-    scale = np.asarray(qz.scale, dtype=np.float32)
-    side = (scale,) if symmetric else (scale, np.asarray(qz.zero_point).astype(np.int8))
-    nbytes[name] = packed_nbytes(c.size, storage_bits(bits)) + size_bytes(*side)
+    w_hat = np.ascontiguousarray(r.weight, dtype=np.float32)
+    params[key], codes[key], quantizers[key] = w_hat, r.codes, r.quantizer
+    nbytes[name] = r.nbytes  # packed codes + float32 scales (+ int8 zero points), as qlib counts them
     sqnr[name] = sqnr_db(w, w_hat)
 
 
@@ -337,7 +203,7 @@ def quantize_minilm(model, *, bits=8, granularity="channel", group_size=None, me
     >>> q.weight_nbytes  # 4-bit codes of 21.3 M weights plus a float32 scale per 128  # doctest: +SKIP
     >>> e = model.encode(["A sentence."], params=q.params)  # doctest: +SKIP
     """
-    model = _check_model(model)
+    model = check_minilm(model)
     b = check_int(bits, "bits", 2, 8)
     granularity = check_choice(granularity, "granularity", GRANULARITIES)
     method = check_choice(method, "method", METHODS)
@@ -360,7 +226,7 @@ def quantize_minilm(model, *, bits=8, granularity="channel", group_size=None, me
                              "or 'group', got 'tensor'")
         if calibration is None:
             raise ValueError("method='gptq' needs calibration: sentences or model.linear_inputs(sentences)")
-        sentences, given = _calibration_inputs(model, calibration, names)
+        sentences, given = _calibration_inputs(calibration, names)
     elif calibration is not None:
         raise ValueError("calibration is for method='gptq' only: round-to-nearest looks at the weights alone")
 
@@ -376,17 +242,17 @@ def quantize_minilm(model, *, bits=8, granularity="channel", group_size=None, me
         for name in layer:
             key = name + ".weight"
             w = np.asarray(model.params[key])
-            c, qz, w_hat = _quantize_weight(
+            r = _quantize_weight(
                 w, method=method, bits=b, granularity=granularity, group_size=group_size, symmetric=symmetric,
                 inputs=None if inputs is None else inputs[name], damp=damp, act_order=act_order)
-            _store(key, name, w, c, qz, w_hat, b, symmetric, params, codes, quantizers, nbytes, sqnr)
+            _store(key, name, w, r, params, codes, quantizers, nbytes, sqnr)
     tables = ["embeddings.word_embeddings", "embeddings.position_embeddings"] if embeddings else []
     for name in tables:
         key = name + ".weight"
         w = np.asarray(model.params[key])
-        c, qz, w_hat = _quantize_weight(w, method="rtn", bits=b, granularity=granularity, group_size=group_size,
-                                        symmetric=symmetric, inputs=None, damp=damp, act_order=False)
-        _store(key, name, w, c, qz, w_hat, b, symmetric, params, codes, quantizers, nbytes, sqnr)
+        r = _quantize_weight(w, method="rtn", bits=b, granularity=granularity, group_size=group_size,
+                             symmetric=symmetric, inputs=None, damp=damp, act_order=False)
+        _store(key, name, w, r, params, codes, quantizers, nbytes, sqnr)
     float_nbytes = sum(v.nbytes for k, v in model.params.items() if k not in params)
     return MiniLMQuantized(params=params, codes=codes, quantizers=quantizers, nbytes=nbytes, sqnr_db=sqnr,
                            float_nbytes=int(float_nbytes), method=method, bits=b, granularity=granularity,
@@ -418,7 +284,7 @@ def layer_output_errors(model, params, inputs) -> dict[str, float]:
     ValueError
         If ``params`` holds no linear weight, or ``inputs`` lacks one of its layers.
     """
-    model = _check_model(model)
+    model = check_minilm(model)
     if isinstance(params, MiniLMQuantized):
         params = params.params
     if not isinstance(params, Mapping):
@@ -433,98 +299,6 @@ def layer_output_errors(model, params, inputs) -> dict[str, float]:
     if missing:
         raise ValueError(f"inputs lacks the layers {missing[:3]}{' ...' if len(missing) > 3 else ''}")
     return {n: layer_output_error(model.params[n + ".weight"], params[n + ".weight"], inputs[n]) for n in layers}
-
-
-# --- comparing embeddings ------------------------------------------------------------------
-
-
-def cosine_similarities(a, b) -> np.ndarray:
-    r"""The cosine similarity of each row of ``a`` with the same row of ``b``, in float64.
-
-    Parameters
-    ----------
-    a, b : array_like of float, shape (n, d)
-        Rows of nonzero norm.
-
-    Returns
-    -------
-    numpy.ndarray of float64, shape (n,)
-
-    Raises
-    ------
-    TypeError
-        If an argument is not an array of real numbers.
-    ValueError
-        If the shapes differ or are not 2-D, an array is not finite, or a row is zero.
-
-    Examples
-    --------
-    >>> cosine_similarities([[1.0, 0.0], [1.0, 1.0]], [[2.0, 0.0], [1.0, -1.0]])
-    array([1., 0.])
-    """
-    x = as_float_array(a, "a").astype(np.float64)
-    y = as_float_array(b, "b").astype(np.float64)
-    if x.ndim != 2 or x.shape != y.shape:
-        raise ValueError(f"a and b must be 2-D arrays of the same shape (n, d), got {x.shape} and {y.shape}")
-    na, nb = np.linalg.norm(x, axis=1), np.linalg.norm(y, axis=1)
-    if np.any(na == 0) or np.any(nb == 0):
-        raise ValueError("a and b must not have zero rows: their cosine similarity is undefined")
-    return np.einsum("ij,ij->i", x, y) / (na * nb)
-
-
-def _ranks(v: np.ndarray) -> np.ndarray:
-    """Ranks 1..n, ties getting the mean of the ranks they share."""
-    order = np.argsort(v, kind="stable")
-    sorted_v = v[order]
-    ranks = np.empty(v.size, dtype=np.float64)
-    starts = np.flatnonzero(np.r_[True, sorted_v[1:] != sorted_v[:-1]])
-    ends = np.r_[starts[1:], v.size]
-    for s, e in zip(starts, ends):
-        ranks[order[s:e]] = (s + e + 1) / 2
-    return ranks
-
-
-def spearman_correlation(a, b) -> float:
-    r"""Spearman's rank correlation of two samples: Pearson's correlation of their ranks.
-
-    Ties get the mean of the ranks they share (as ``scipy.stats.spearmanr``).
-    1 means that ``b`` orders the items exactly as ``a`` does.
-
-    Parameters
-    ----------
-    a, b : array_like of float, shape (n,)
-        n >= 2, finite, neither constant.
-
-    Returns
-    -------
-    float
-        In [-1, 1].
-
-    Raises
-    ------
-    TypeError
-        If an argument is not an array of real numbers.
-    ValueError
-        If they are not 1-D of the same length n >= 2, not finite, or one is constant.
-
-    Examples
-    --------
-    >>> spearman_correlation([0.1, 0.5, 0.3, 0.9], [1.0, 7.0, 2.0, 8.0])  # same order
-    1.0
-    >>> spearman_correlation([1.0, 2.0, 3.0], [3.0, 1.0, 2.0])
-    -0.5
-    """
-    x = as_float_array(a, "a").astype(np.float64)
-    y = as_float_array(b, "b").astype(np.float64)
-    if x.ndim != 1 or x.shape != y.shape or x.size < 2:
-        raise ValueError(f"a and b must be 1-D of the same length >= 2, got shapes {x.shape} and {y.shape}")
-    rx, ry = _ranks(x), _ranks(y)
-    rx -= rx.mean()
-    ry -= ry.mean()
-    den = math.sqrt(float(rx @ rx) * float(ry @ ry))
-    if den == 0:
-        raise ValueError("a and b must not be constant: the rank correlation is undefined")
-    return float(np.clip(float(rx @ ry) / den, -1.0, 1.0))
 
 
 # --- quantizing the activations ------------------------------------------------------------

@@ -48,11 +48,10 @@ class PerLayerQuantized:
     sizes : dict of str to dict of int to int
         ``sizes[layer][b]``: the bytes of ``layer`` stored at ``b`` bits
         (weights and bias), as :func:`~qlib.allocate_bits` takes them.
-    sensitivity : LayerSensitivity
-        :func:`~qlib.layer_sensitivity` of the validation loss over ``layers``
-        and ``bits``, computed on first use.
 
     A *mix* ``widths`` is a mapping layer -> width; the layers not in it stay float32.
+    :attr:`sensitivity` is :func:`~qlib.layer_sensitivity` of the validation
+    loss over ``layers`` and ``bits``, computed on first use.
 
     Raises
     ------
