@@ -10,6 +10,9 @@ from qlib.core.validation import check_int
 
 __all__ = ["load_digits_split"]
 
+#: The parts of a split, as the keys "x_<part>" and "y_<part>" of load_digits_split name them.
+SPLIT_PARTS = ("train", "val", "test")
+
 
 @functools.lru_cache(maxsize=1)
 def _digits_raw() -> tuple[np.ndarray, np.ndarray]:

@@ -21,12 +21,10 @@ from qlib.core.validation import check_choice
 from qlib.methods.bit_allocation import LayerSensitivity, layer_sensitivity
 from qlib.methods.distillation import cross_entropy
 from qlib.methods.ptq import quantize_per_layer
+from qlib.models.data import SPLIT_PARTS
 from qlib.models.mlp import MLP
 
 __all__ = ["PerLayerQuantized"]
-
-_PARTS = ("train", "val", "test")
-
 
 class PerLayerQuantized:
     """An MLP with any mix of its layers quantized at the widths of ``bits``; evaluations cached.
@@ -121,7 +119,7 @@ class PerLayerQuantized:
         return sum(self.sizes[layer][b] for layer, b in self._check_widths(widths))
 
     def _evaluate(self, widths, part):
-        part = check_choice(part, "part", _PARTS)
+        part = check_choice(part, "part", SPLIT_PARTS)
         key = (self._check_widths(widths), part)
         if key not in self._evaluated:
             logits = self.model.forward(self.split[f"x_{part}"], params=self.params(widths))

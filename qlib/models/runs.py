@@ -18,14 +18,11 @@ from collections.abc import Sequence
 import numpy as np
 
 from qlib.core.validation import check_choice, check_int
-from qlib.models.data import load_digits_split
+from qlib.models.data import SPLIT_PARTS, load_digits_split
 from qlib.models.mlp import MLP
 from qlib.models.training import train
 
 __all__ = ["DigitsRuns"]
-
-_PARTS = ("train", "val", "test")
-
 
 def _per_run(value, n: int, name: str) -> list:
     if value is None:
@@ -116,7 +113,7 @@ class DigitsRuns(Sequence):
         -------
         numpy.ndarray of float64, shape (runs,)
         """
-        part = check_choice(part, "part", _PARTS)
+        part = check_choice(part, "part", SPLIT_PARTS)
         n = len(self)
         nets = self.models if models is None else _per_run(models, n, "models")
         params, act_quant = _per_run(params, n, "params"), _per_run(act_quant, n, "act_quant")
@@ -125,5 +122,5 @@ class DigitsRuns(Sequence):
 
     def layer_inputs(self, part="val") -> list[dict[str, np.ndarray]]:
         """Each run's float model's dense-layer inputs on its split ``part`` (:meth:`qlib.MLP.layer_inputs`)."""
-        part = check_choice(part, "part", _PARTS)
+        part = check_choice(part, "part", SPLIT_PARTS)
         return [m.layer_inputs(s[f"x_{part}"]) for m, s in zip(self.models, self.splits)]
